@@ -1,0 +1,181 @@
+# retort -- plain Makefile, no configure step.
+#
+#   make            build everything into build/ (laid out like an install)
+#   make deps       apt-get what is missing (does nothing when all is there)
+#   make demo       deps + build + the Fashion-MNIST distillation
+#   make test       deps + build + every test (prints "N passed, N failed")
+#   make test SAN=1 the same under AddressSanitizer + UBSan, in build-san/
+#   make bench      benchmarks (not tests)
+#   make install    PREFIX=/usr/local DESTDIR=
+#
+# The build tree mirrors the install tree, so the built-in plugin folder is
+# always <dir of libretort.so>/retort/plugins.
+
+PREFIX  ?= /usr/local
+DESTDIR ?=
+CC      ?= cc
+OPT     ?= -O2 -march=native
+BUILD   ?= build
+SAN     ?=
+
+ifeq ($(SAN),1)
+BUILD    := build-san
+OPT      := -O1 -g -march=native
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer \
+            -fno-sanitize-recover=undefined
+endif
+
+PKGS     := lua5.4 openblas libcjson zlib
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs openblas libcjson zlib 2>/dev/null)
+LUA_LIBS   = $(shell pkg-config --libs lua5.4 2>/dev/null)
+
+# -fno-math-errno lets sqrtf/expf vectorise (Adam's pass is 5x faster).
+WARN     := -Wall -Wextra -Wno-unused-parameter $(if $(WERROR),-Werror)
+BASEFLAGS = -std=c11 -D_GNU_SOURCE -g $(OPT) -fno-math-errno -fPIC $(WARN) $(SANFLAGS)
+CFLAGS_CORE = $(BASEFLAGS) -Icore $(PKG_CFLAGS) -MMD -MP
+CFLAGS_PLUG = $(BASEFLAGS) -Icore -MMD -MP
+LDSAN     = $(SANFLAGS)
+
+LIB      := $(BUILD)/lib/libretort.so
+PLUGDIR  := $(BUILD)/lib/retort/plugins
+LUAMOD   := $(BUILD)/lib/lua/5.4/retort.so
+CLI      := $(BUILD)/bin/retort
+
+CORE_SRC := $(wildcard core/*.c)
+CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/obj/%.o)
+LUA_SRC  := $(filter-out core/lua/main.c,$(wildcard core/lua/*.c))
+LUA_OBJ  := $(LUA_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gen/lualib.o
+LUA_LIB_FILES := $(sort $(wildcard scripts/retort/*.lua))
+PLUG_SRC := $(wildcard plugins/teachers/*.c plugins/losses/*.c plugins/students/*.c)
+PLUGINS  := $(addprefix $(PLUGDIR)/,$(notdir $(PLUG_SRC:.c=.so)))
+
+TEST_SRC := $(wildcard tests/c/test_*.c)
+TESTS    := $(TEST_SRC:tests/c/%.c=$(BUILD)/tests/%)
+FIXT_SRC := $(wildcard tests/fixtures/*.c)
+FIXTURES := $(FIXT_SRC:tests/fixtures/%.c=$(BUILD)/tests/fixtures/%.so)
+BENCH_SRC := $(wildcard bench/*.c)
+BENCHES  := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+
+DEPS_PKGS := build-essential pkg-config liblua5.4-dev lua5.4 libopenblas-dev \
+             libcjson-dev zlib1g-dev dataset-fashion-mnist
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all deps demo test check bench install uninstall clean check-plugins
+all: $(LIB) $(PLUGINS) $(LUAMOD) $(CLI) $(BUILD)/lib/pkgconfig/retort.pc
+
+deps:
+	@missing=""; for p in $(DEPS_PKGS); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "make deps: installing$$missing"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+# ---------------------------------------------------------------- the core
+$(BUILD)/obj/core/%.o: core/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_CORE) -c $< -o $@
+
+$(LIB): $(CORE_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) -shared -o $@ $^ $(LDSAN) $(PKG_LIBS) -ldl -lm -Wl,-soname,libretort.so
+
+# ------------------------------------------------------------- the plugins
+# Plugins link nothing but libc/libm: all else comes through rt_api.
+# -z defs makes a stray reference to a core/Lua/BLAS symbol a link error.
+define plugin_rule
+$(PLUGDIR)/$(notdir $(1:.c=.so)): $(1) core/rt_plugin.h
+	@mkdir -p $$(dir $$@)
+	$$(CC) $$(CFLAGS_PLUG) -shared -o $$@ $$< $$(LDSAN) -lm -Wl,-z,defs
+endef
+$(foreach s,$(PLUG_SRC),$(eval $(call plugin_rule,$(s))))
+
+# ------------------------------------------------ Lua module and the command
+$(BUILD)/gen/lualib.c: $(LUA_LIB_FILES) core/lua/embed.lua
+	@mkdir -p $(dir $@)
+	lua5.4 core/lua/embed.lua $@ $(LUA_LIB_FILES)
+
+$(BUILD)/obj/gen/lualib.o: $(BUILD)/gen/lualib.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_CORE) -c $< -o $@
+
+$(BUILD)/obj/core/lua/%.o: core/lua/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_CORE) -c $< -o $@
+
+# The module does not link liblua: the interpreter that loads it provides it.
+$(LUAMOD): $(LUA_OBJ) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) -shared -o $@ $(LUA_OBJ) $(LDSAN) -L$(BUILD)/lib -lretort \
+	  -Wl,-rpath,'$$ORIGIN/../..'
+
+$(CLI): $(BUILD)/obj/core/lua/main.o $(LUA_OBJ) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) -o $@ $(BUILD)/obj/core/lua/main.o $(LUA_OBJ) $(LDSAN) \
+	  -L$(BUILD)/lib -lretort $(LUA_LIBS) -lm -Wl,-rpath,'$$ORIGIN/../lib' \
+	  -Wl,-E
+
+$(BUILD)/lib/pkgconfig/retort.pc: Makefile
+	@mkdir -p $(dir $@)
+	@printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$${prefix}/lib' \
+	  'includedir=$${prefix}/include' 'plugindir=$${libdir}/retort/plugins' '' \
+	  'Name: retort' 'Description: knowledge-distillation framework (plugin ABI)' \
+	  'Version: $(shell sed -n 's/^#define RT_VERSION "\(.*\)"/\1/p' core/retort.h)' \
+	  'Cflags: -I$${includedir}/retort' 'Libs: -L$${libdir} -lretort' > $@
+
+# ------------------------------------------------------------------- tests
+$(BUILD)/tests/%: tests/c/%.c tests/c/t.h $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_CORE) -Itests/c -o $@ $< $(LDSAN) -L$(BUILD)/lib -lretort \
+	  $(PKG_LIBS) -lm -Wl,-rpath,'$$ORIGIN/../lib'
+
+$(BUILD)/tests/fixtures/%.so: tests/fixtures/%.c core/rt_plugin.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_PLUG) -shared -o $@ $< $(LDSAN) -lm
+
+$(BUILD)/bench/%: bench/%.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_CORE) -o $@ $< $(LDSAN) -L$(BUILD)/lib -lretort $(PKG_LIBS) \
+	  -lm -Wl,-rpath,'$$ORIGIN/../lib'
+
+check: all $(TESTS) $(FIXTURES)
+	@BUILD=$(BUILD) bash tests/run.sh
+
+test: deps
+	@$(MAKE) --no-print-directory check
+
+check-plugins: $(PLUGINS)
+	@BUILD=$(BUILD) bash tests/check_plugins.sh
+
+demo: deps
+	@$(MAKE) --no-print-directory all
+	$(CLI) run scripts/recipes/fashion_mnist.lua $(ARGS)
+
+bench: deps
+	@$(MAKE) --no-print-directory all $(BENCHES)
+	@for b in $(BENCHES); do $$b || exit 1; done
+
+# ----------------------------------------------------------------- install
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/retort/plugins \
+	  $(DESTDIR)$(PREFIX)/lib/lua/5.4 $(DESTDIR)$(PREFIX)/include/retort \
+	  $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -m 755 $(CLI) $(DESTDIR)$(PREFIX)/bin/retort
+	install -m 755 $(LIB) $(DESTDIR)$(PREFIX)/lib/libretort.so
+	install -m 755 $(PLUGINS) $(DESTDIR)$(PREFIX)/lib/retort/plugins/
+	install -m 755 $(LUAMOD) $(DESTDIR)$(PREFIX)/lib/lua/5.4/retort.so
+	install -m 644 core/rt_plugin.h core/retort.h $(DESTDIR)$(PREFIX)/include/retort/
+	install -m 644 $(BUILD)/lib/pkgconfig/retort.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+	-[ -z "$(DESTDIR)" ] && command -v ldconfig >/dev/null && ldconfig
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/retort $(DESTDIR)$(PREFIX)/lib/libretort.so \
+	  $(DESTDIR)$(PREFIX)/lib/lua/5.4/retort.so \
+	  $(DESTDIR)$(PREFIX)/lib/pkgconfig/retort.pc
+	rm -rf $(DESTDIR)$(PREFIX)/lib/retort $(DESTDIR)$(PREFIX)/include/retort
+
+clean:
+	rm -rf build build-san
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

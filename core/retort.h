@@ -1,0 +1,408 @@
+/*
+ * retort.h -- the retort core: tensors, kernels, random numbers, optimizers,
+ * datasets, checkpoints and the plugin host.  Pure C: no Lua here.
+ *
+ * Ownership is written beside each function:
+ *   "new reference"  the caller owns it and must release/free it;
+ *   "borrowed"       the callee keeps it; do not release it.
+ * Fallible functions return rt_status (or NULL) and leave a message in the
+ * rt_ctx they were given: the operation, the names, the shapes, and for
+ * files the path and the byte offset.  Nothing here exits or aborts on
+ * anything a user or a file can cause; assert() guards internal invariants
+ * only.
+ */
+#ifndef RETORT_H
+#define RETORT_H
+
+#include <stdarg.h>
+#include <stdio.h>
+#include "rt_plugin.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define RT_VERSION "0.1.0"
+
+typedef struct rt_registry rt_registry;
+
+/* ================================================================ context */
+
+/* A call context: the last error, a scratch arena, the training RNG, the
+ * plugin registry in use.  One per thread of control.  new: NULL on OOM. */
+rt_ctx *rt_ctx_new(void);
+void rt_ctx_free(rt_ctx *ctx); /* NULL is a no-op */
+
+/* Formats a message into ctx (replacing the previous one); returns code. */
+rt_status rt_error(rt_ctx *ctx, rt_status code, const char *fmt, ...)
+    RT_PRINTF(3, 4);
+rt_status rt_verror(rt_ctx *ctx, rt_status code, const char *fmt, va_list ap);
+/* Puts "prefix" + ": " in front of the current message; returns the
+ * current status.  Used by callers to add context on the way up. */
+rt_status rt_error_prefix(rt_ctx *ctx, const char *fmt, ...) RT_PRINTF(2, 3);
+const char *rt_ctx_message(const rt_ctx *ctx); /* borrowed; "" if none */
+rt_status rt_ctx_status(const rt_ctx *ctx);
+void rt_ctx_clear(rt_ctx *ctx);
+
+/* Scratch: 64-byte aligned, valid until rt_scratch_reset. NULL + error. */
+void *rt_scratch(rt_ctx *ctx, size_t bytes);
+void rt_scratch_reset(rt_ctx *ctx);
+
+rt_rng *rt_ctx_rng(rt_ctx *ctx); /* borrowed, the training stream */
+/* The registry plugins reach through api->instance_create (borrowed). */
+void rt_ctx_set_registry(rt_ctx *ctx, rt_registry *r);
+rt_registry *rt_ctx_registry(const rt_ctx *ctx);
+
+/* Short names for messages. */
+const char *rt_status_name(rt_status s);
+const char *rt_kind_name(rt_kind k); /* "teacher", "loss", "student" */
+
+/* ================================================================ tensors */
+
+size_t rt_dtype_size(rt_dtype d);
+const char *rt_dtype_name(rt_dtype d); /* "f32", "i32" */
+
+/* New reference to a zero-filled contiguous tensor.  ndim 0..RT_MAX_DIMS,
+ * every dim >= 0, element count and byte size checked for overflow.
+ * NULL + error on bad shape or OOM. */
+rt_tensor *rt_tensor_new(rt_ctx *ctx, rt_dtype dtype, int ndim,
+                         const int64_t *shape);
+/* As rt_tensor_new, and copies n elements from data (n must equal numel). */
+rt_tensor *rt_tensor_from(rt_ctx *ctx, rt_dtype dtype, int ndim,
+                          const int64_t *shape, const void *data);
+void rt_tensor_retain(rt_tensor *t);
+void rt_tensor_release(rt_tensor *t); /* NULL is a no-op */
+
+/* Views: new references sharing t's storage.  Every element the view can
+ * reach is checked to lie inside the storage.  NULL + error otherwise. */
+rt_tensor *rt_tensor_view(rt_ctx *ctx, rt_tensor *t, int ndim,
+                          const int64_t *shape, const int64_t *stride,
+                          int64_t offset /* elements, relative to t->data */);
+/* Rows [start, start+len) along dim. */
+rt_tensor *rt_tensor_narrow(rt_ctx *ctx, rt_tensor *t, int dim, int64_t start,
+                            int64_t len);
+/* Same elements, new shape; t must be contiguous and numel must match.
+ * One dim may be -1 (inferred). */
+rt_tensor *rt_tensor_reshape(rt_ctx *ctx, rt_tensor *t, int ndim,
+                             const int64_t *shape);
+/* New reference: a contiguous copy. */
+rt_tensor *rt_tensor_clone(rt_ctx *ctx, const rt_tensor *t);
+/* dst <- src element by element; same dtype and shape, any strides. */
+rt_status rt_tensor_copy(rt_ctx *ctx, rt_tensor *dst, const rt_tensor *src);
+/* Every element <- v (converted to the dtype). */
+void rt_tensor_fill(rt_tensor *t, double v);
+/* See rt_api.tensor_ensure. */
+rt_status rt_tensor_ensure(rt_ctx *ctx, rt_tensor **slot, rt_dtype dtype,
+                           int ndim, const int64_t *shape);
+int rt_tensor_same_shape(const rt_tensor *a, const rt_tensor *b);
+/* "[128, 10]" into buf (truncated to len); returns buf. */
+const char *rt_tensor_shape_str(const rt_tensor *t, char *buf, size_t len);
+/* Element at a flat row-major index of the logical shape, as double. */
+double rt_tensor_get(const rt_tensor *t, int64_t flat);
+void rt_tensor_set(rt_tensor *t, int64_t flat, double v);
+/* 1 if every element of an f32 tensor is finite (i32: always 1). */
+int rt_tensor_all_finite(const rt_tensor *t);
+/* Bytes of the storage, for size reports. */
+size_t rt_tensor_nbytes(const rt_tensor *t);
+
+/* ================================================================ kernels */
+/* Row-major.  Each fast kernel has a plain reference twin (_ref) that the
+ * tests compare against.  Shapes are in the comments; no kernel allocates. */
+
+/* C[M,N] = alpha * op(A)[M,K] op(B)[K,N] + beta * C.  op(X) = X^T if t.
+ * Fast: cblas_sgemm.  M, N or K of 0 is allowed (C scaled by beta). */
+void rt_gemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
+             const float *A, int64_t lda, const float *B, int64_t ldb,
+             float beta, float *C, int64_t ldc);
+void rt_gemm_ref(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
+                 const float *A, int64_t lda, const float *B, int64_t ldb,
+                 float beta, float *C, int64_t ldc);
+
+/* y[N,D] = act(y + b[D]) in place; b may be NULL (no bias); pre, if not
+ * NULL, receives the pre-activation [N,D]. */
+void rt_bias_act(float *y, const float *b, int64_t N, int64_t D, rt_act act,
+                 float *pre);
+void rt_bias_act_ref(float *y, const float *b, int64_t N, int64_t D,
+                     rt_act act, float *pre);
+/* dy[N,D] in place: grad wrt output -> grad wrt pre-activation, using the
+ * forward output y (relu, tanh) or pre (gelu).  db[D] += column sums of
+ * the result if db is not NULL. */
+void rt_bias_act_backward(float *dy, const float *y, const float *pre,
+                          int64_t N, int64_t D, rt_act act, float *db);
+void rt_bias_act_backward_ref(float *dy, const float *y, const float *pre,
+                              int64_t N, int64_t D, rt_act act, float *db);
+rt_act rt_act_parse(const char *name); /* "relu"... ; -1 if unknown */
+const char *rt_act_name(rt_act a);
+
+/* out[N,C] = softmax(x/T) / log_softmax(x/T) per row, max-subtracted.
+ * out may equal x.  T > 0.  -inf entries give probability 0. */
+void rt_softmax(const float *x, float *out, int64_t N, int64_t C, float T);
+void rt_log_softmax(const float *x, float *out, int64_t N, int64_t C,
+                    float T);
+void rt_softmax_ref(const float *x, float *out, int64_t N, int64_t C, float T);
+void rt_log_softmax_ref(const float *x, float *out, int64_t N, int64_t C,
+                        float T);
+
+/* Mean over the batch of cross-entropy(softmax(logits[N,C]), y[N]) with
+ * label smoothing eps (target = (1-eps) one-hot + eps/C).  If grad is not
+ * NULL: grad[N,C] += scale * d(mean CE)/d(logits).  Labels must be in
+ * [0, C): checked by the caller.  Returns the loss (double). */
+double rt_cross_entropy(const float *logits, const int32_t *y, int64_t N,
+                        int64_t C, float eps, float *grad, float scale);
+
+/* out[i] = index of the largest x[i, :] (first one on ties). */
+void rt_argmax(const float *x, int64_t N, int64_t C, int32_t *out);
+/* out[C] (+)= column sums of x[N,C]; accumulate: 0 overwrite, 1 add. */
+void rt_sum_cols(const float *x, int64_t N, int64_t C, float *out,
+                 int accumulate);
+/* sum of x[n] in double. */
+double rt_sum(const float *x, int64_t n);
+/* y[n] += a * x[n] */
+void rt_axpy(int64_t n, float a, const float *x, float *y);
+
+/* BLAS threads and the OpenBLAS core name (for manifests). */
+void rt_set_threads(int n);
+int rt_get_threads(void);
+const char *rt_blas_core(void);
+
+/* ================================================================= random */
+
+void rt_rng_seed(rt_rng *r, uint64_t seed, uint64_t stream);
+uint64_t rt_rng_u64(rt_rng *r);
+float rt_rng_uniform(rt_rng *r);           /* [0, 1), 24 random bits */
+float rt_rng_normal(rt_rng *r);            /* N(0,1), Box-Muller */
+uint64_t rt_rng_below(rt_rng *r, uint64_t n); /* uniform in [0, n), n > 0, unbiased */
+/* perm[0..n) = a uniformly random permutation of 0..n-1 (Fisher-Yates). */
+void rt_rng_permutation(rt_rng *r, int64_t *perm, int64_t n);
+/* State as 64 hex chars and back (checkpoints).  parse: 0 ok, -1 bad. */
+void rt_rng_to_hex(const rt_rng *r, char out[65]);
+int rt_rng_from_hex(rt_rng *r, const char *hex);
+
+/* ============================================================= optimizers */
+
+typedef enum rt_optim_kind { RT_OPTIM_SGD = 1, RT_OPTIM_ADAM = 2 } rt_optim_kind;
+
+typedef struct rt_optim_cfg {
+    rt_optim_kind kind;
+    float lr;
+    float weight_decay; /* SGD: L2 added to the gradient (PyTorch SGD).
+                           Adam: L2 added to the gradient (PyTorch Adam);
+                           AdamW (decoupled=1): p -= lr*wd*p.            */
+    float momentum;     /* SGD */
+    float dampening;    /* SGD, PyTorch semantics */
+    int nesterov;       /* SGD */
+    float beta1, beta2, eps; /* Adam */
+    int decoupled;      /* Adam: 1 = AdamW */
+} rt_optim_cfg;
+
+typedef struct rt_optim rt_optim;
+
+/* New optimizer; cfg is copied.  Values are checked (lr >= 0, betas in
+ * [0,1), eps > 0, nesterov needs momentum > 0 and dampening 0).
+ * NULL + error. */
+rt_optim *rt_optim_new(rt_ctx *ctx, const rt_optim_cfg *cfg);
+void rt_optim_free(rt_optim *o);
+/* One update of every parameter with a gradient, in one fused pass each,
+ * at learning rate lr (the schedule's value for this step).  State
+ * (moments) is created at the first step and tied to the parameter order
+ * and shapes: a different list afterwards is an error.  Does NOT zero the
+ * gradients (the caller does, through the student's zero_grad). */
+rt_status rt_optim_step(rt_optim *o, rt_ctx *ctx, const rt_param *params,
+                        int n, float lr);
+/* Checkpointing: the state tensors with names ("<param>.exp_avg",
+ * "<param>.exp_avg_sq", "<param>.momentum_buffer") and the step count.
+ * state_count is 0 before the first step.  Tensors are borrowed. */
+int rt_optim_state_count(const rt_optim *o);
+const char *rt_optim_state_name(const rt_optim *o, int i);
+rt_tensor *rt_optim_state_tensor(const rt_optim *o, int i);
+int64_t rt_optim_steps(const rt_optim *o);
+/* Restores state from named tensors (as written above) for this params
+ * list: creates the state, copies each tensor (shapes must match, every
+ * name must be present), sets the step count. */
+rt_status rt_optim_restore(rt_optim *o, rt_ctx *ctx, const rt_param *params,
+                           int n, int64_t steps,
+                           rt_tensor *(*lookup)(void *ud, const char *name),
+                           void *ud);
+const rt_optim_cfg *rt_optim_config(const rt_optim *o);
+
+typedef enum rt_sched_kind {
+    RT_SCHED_CONSTANT = 1,
+    RT_SCHED_STEP = 2,   /* lr * gamma^floor(step / step_size) */
+    RT_SCHED_COSINE = 3  /* linear warm-up, then cosine from lr to min_lr
+                            over total - warmup steps */
+} rt_sched_kind;
+
+typedef struct rt_schedule {
+    rt_sched_kind kind;
+    float lr, min_lr, gamma;
+    int64_t step_size, warmup, total;
+} rt_schedule;
+
+/* Learning rate at step (0-based).  Constant and step also honour warmup
+ * (linear from lr/warmup... to lr over `warmup` steps). */
+float rt_schedule_lr(const rt_schedule *s, int64_t step);
+
+/* ================================================================== files */
+
+/* Reads an IDX file (optionally gzip'd: detected by magic 1f 8b) into a new
+ * tensor: dims from the header (big-endian), element type converted to
+ * `want` (f32 values are multiplied by `scale`; i32 takes integer types
+ * only).  Every size is checked: dims product overflow, declared size vs
+ * bytes present (exact match required: trailing bytes are an error),
+ * decompression bounded by the declared size.  Errors name the path, the
+ * field and the byte offset. */
+rt_status rt_idx_read(rt_ctx *ctx, const char *path, rt_dtype want,
+                      float scale, rt_tensor **out);
+/* The same from memory (raw, not gzip), for fuzzing; label names it. */
+rt_status rt_idx_read_mem(rt_ctx *ctx, const void *buf, size_t len,
+                          const char *label, rt_dtype want, float scale,
+                          rt_tensor **out);
+
+/* safetensors.  A parsed file: tensors (F32 and I32; other dtypes are
+ * refused with the name and the dtype) and the flat string metadata. */
+typedef struct rt_st rt_st;
+
+rt_status rt_st_read(rt_ctx *ctx, const char *path, rt_st **out);
+rt_status rt_st_read_mem(rt_ctx *ctx, const void *buf, size_t len,
+                         const char *label, rt_st **out);
+/* Reads only the header's __metadata__ (cheap for large files). */
+rt_status rt_st_read_meta(rt_ctx *ctx, const char *path, rt_st **out);
+void rt_st_free(rt_st *f);
+int rt_st_count(const rt_st *f);
+const char *rt_st_name(const rt_st *f, int i);    /* borrowed */
+rt_tensor *rt_st_tensor(const rt_st *f, int i);   /* borrowed */
+rt_tensor *rt_st_find(const rt_st *f, const char *name); /* borrowed/NULL */
+int rt_st_meta_count(const rt_st *f);
+const char *rt_st_meta_key(const rt_st *f, int i);
+const char *rt_st_meta_value(const rt_st *f, int i);
+const char *rt_st_meta_get(const rt_st *f, const char *key); /* or NULL */
+
+/* Writes tensors (any strides; written contiguous, in the given order) and
+ * metadata (nmeta key/value pairs) to path atomically: a temp file in the
+ * same folder, fsync, rename over path, fsync the folder.  On any failure
+ * the temp file is removed and an existing file at path is untouched.
+ * Non-finite f32 values are refused (RT_STATUS_ERR_NUMERIC, naming the
+ * tensor).  Names must be unique and non-empty. */
+rt_status rt_st_write(rt_ctx *ctx, const char *path, int n,
+                      const char *const *names, const rt_tensor *const *tensors,
+                      int nmeta, const char *const *keys,
+                      const char *const *values);
+
+/* Writes data to path atomically (as above): for JSON files. */
+rt_status rt_write_atomic(rt_ctx *ctx, const char *path, const void *data,
+                          size_t len);
+/* SHA-256 of a file as 64 hex chars. */
+rt_status rt_sha256_file(rt_ctx *ctx, const char *path, char out[65]);
+void rt_sha256_hex(const void *data, size_t len, char out[65]);
+
+/* =============================================================== datasets */
+
+/* A dataset: x [N, ...] f32 and y [N] i32, both retained. */
+typedef struct rt_dataset rt_dataset;
+
+/* New dataset over x and y (retained); N must agree; y may be NULL.
+ * NULL + error. */
+rt_dataset *rt_dataset_new(rt_ctx *ctx, rt_tensor *x, rt_tensor *y);
+void rt_dataset_free(rt_dataset *d);
+int64_t rt_dataset_size(const rt_dataset *d);
+rt_tensor *rt_dataset_x(const rt_dataset *d); /* borrowed */
+rt_tensor *rt_dataset_y(const rt_dataset *d); /* borrowed, may be NULL */
+/* Copies rows idx[0..n) into xb [>=n, ...] and yb [>=n] (preallocated,
+ * contiguous; yb may be NULL).  Indices are checked. */
+rt_status rt_dataset_gather(const rt_dataset *d, rt_ctx *ctx,
+                            const int64_t *idx, int64_t n, rt_tensor *xb,
+                            rt_tensor *yb);
+
+/* ============================================================ plugin host */
+
+/* New empty registry.  NULL on OOM. */
+rt_registry *rt_registry_new(void);
+/* Frees the registry.  Libraries with live instances stay loaded until the
+ * last instance is released. */
+void rt_registry_free(rt_registry *r);
+/* Loads one plugin file.  Stages: open -> entry -> init -> abi -> register.
+ * A failure names the path, the stage and, for abi, both versions; a failed
+ * file registers nothing and is closed. */
+rt_status rt_registry_load(rt_registry *r, rt_ctx *ctx, const char *path);
+/* Loads every *.so in dir (sorted by name).  Stops at the first failure
+ * unless keep_going; then *nfailed counts failures (message: the last). */
+rt_status rt_registry_load_dir(rt_registry *r, rt_ctx *ctx, const char *dir,
+                               int keep_going, int *nfailed);
+/* The built-in folder (beside libretort: <libdir>/retort/plugins), then
+ * every folder in RETORT_PLUGIN_PATH (':'-separated). */
+rt_status rt_registry_load_default(rt_registry *r, rt_ctx *ctx);
+const char *rt_builtin_plugin_dir(void); /* borrowed, static */
+int rt_registry_count(const rt_registry *r);
+const rt_plugin_desc *rt_registry_at(const rt_registry *r, int i);
+const char *rt_registry_path_at(const rt_registry *r, int i); /* the .so */
+/* NULL if absent; the error (if ctx) lists what there is and a
+ * did-you-mean. */
+const rt_plugin_desc *rt_registry_find(const rt_registry *r, rt_ctx *ctx,
+                                       rt_kind kind, const char *name);
+
+/* The host function table handed to plugins. */
+const rt_api *rt_host_api(void);
+
+/* Instances: a plugin object plus its validated options.  Holds the
+ * library open.  create: options as JSON text (NULL or "" = {}), validated
+ * against the schema (unknown key with a did-you-mean, wrong type, out of
+ * range, bad choice) before the plugin's create. *out new reference. */
+rt_status rt_instance_create(rt_registry *r, rt_ctx *ctx, rt_kind kind,
+                             const char *name, const char *opts_json,
+                             rt_instance **out);
+void rt_instance_retain(rt_instance *i);
+void rt_instance_release(rt_instance *i); /* NULL is a no-op */
+const rt_plugin_desc *rt_instance_desc(const rt_instance *i);
+void *rt_instance_self(const rt_instance *i);
+/* The validated options with defaults, as compact JSON (borrowed). */
+const char *rt_instance_options(const rt_instance *i);
+
+/* Checked calls through the vtables: arguments and shapes are checked,
+ * the message is prefixed with "<kind> '<name>': ", scratch is reset.
+ * Borrowed outputs as in rt_plugin.h. */
+rt_status rt_student_forward(rt_instance *s, rt_ctx *ctx, const rt_tensor *x,
+                             int train, rt_tensor **out);
+rt_status rt_student_backward(rt_instance *s, rt_ctx *ctx,
+                              const rt_tensor *grad_out, const rt_tap *taps,
+                              int ntaps, rt_tensor **grad_in);
+void rt_student_zero_grad(rt_instance *s);
+rt_status rt_teacher_forward(rt_instance *t, rt_ctx *ctx, const rt_tensor *x,
+                             rt_signal *out);
+rt_status rt_loss_forward(rt_instance *l, rt_ctx *ctx, const rt_loss_in *in,
+                          double *value);
+rt_status rt_loss_backward(rt_instance *l, rt_ctx *ctx, const rt_loss_in *in,
+                           float scale, rt_tensor *grad);
+rt_status rt_loss_set(rt_instance *l, rt_ctx *ctx, const char *name,
+                      double value);
+/* Parameters of a student or teacher (teacher: may be 0).  Borrowed. */
+int rt_instance_params(rt_instance *i, rt_param *out, int max);
+int64_t rt_instance_flops(rt_instance *i); /* -1 if not reported */
+rt_tensor *rt_instance_feature(rt_instance *i, const char *name);
+
+/* Saves the instance's parameters (values only) to a safetensors file with
+ * metadata: "retort.kind", "retort.plugin", "retort.options" (JSON),
+ * "retort.version", plus the nmeta pairs given.  Atomic. */
+rt_status rt_instance_save(rt_instance *i, rt_ctx *ctx, const char *path,
+                           int nmeta, const char *const *keys,
+                           const char *const *values);
+/* Loads parameter values from a safetensors file: every parameter present
+ * with its exact shape; extra tensors are ignored unless strict. */
+rt_status rt_instance_load(rt_instance *i, rt_ctx *ctx, const char *path);
+rt_status rt_instance_load_st(rt_instance *i, rt_ctx *ctx, const rt_st *f,
+                              const char *label);
+
+/* Option schema helpers (core/options.c). */
+/* Validates JSON text against desc's schema; on success *out is a new
+ * malloc'd compact JSON text with defaults filled in. */
+rt_status rt_options_validate(rt_ctx *ctx, const rt_plugin_desc *desc,
+                              const char *json, char **out);
+/* Writes the plugin's help (summary and each option's type, default,
+ * range and help) to f. */
+void rt_options_print_help(const rt_plugin_desc *desc, FILE *f);
+/* Levenshtein distance, for did-you-mean. */
+int rt_edit_distance(const char *a, const char *b);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* RETORT_H */

@@ -1,0 +1,381 @@
+/*
+ * rt_plugin.h -- the retort plugin ABI.  The one header a plugin includes.
+ *
+ * A plugin is a shared object exporting one symbol, rt_plugin_init (see
+ * RT_PLUGIN_ENTRY below).  The host calls it once with its function table
+ * (rt_api) and gets back a NULL-terminated list of descriptors: one file may
+ * hold several plugins.  Plugins never link the retort core, Lua or BLAS:
+ * everything they need arrives through rt_api (SQLite's extension pattern),
+ * and `make check-plugins` enforces that with nm.
+ *
+ * Versioning: RT_ABI_MAJOR changes when anything here changes incompatibly;
+ * the host refuses a plugin built against another major.  RT_ABI_MINOR grows
+ * when functions are appended to rt_api or fields to the end of a struct; a
+ * plugin built against a newer minor than the host's is refused too (it may
+ * call what the host lacks).  Structs that cross the boundary and may grow
+ * carry their own `size`.
+ *
+ * Conventions
+ *  - Shapes are batch-first: every tensor a plugin receives is [N, ...].
+ *  - Argument order is (self, ctx, inputs..., outputs...).
+ *  - Fallible calls return rt_status; on failure they have put a message in
+ *    ctx through api->error().  The host prefixes it with the plugin's kind
+ *    and name, so a plugin writes "student logits [128, 10] vs teacher logits
+ *    [128, 100]", not "loss 'kd': ...".
+ *  - Plugins never exit, abort or longjmp on anything an input can cause.
+ *  - Backward passes ACCUMULATE (+=) into gradient buffers, scaled where a
+ *    scale is given, as Torch7's nn and llm.c do.
+ *  - "borrowed" means the callee keeps ownership: do not release it.
+ *    "new reference" means the caller must release it.
+ */
+#ifndef RT_PLUGIN_H
+#define RT_PLUGIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define RT_ABI_MAJOR 1
+#define RT_ABI_MINOR 0
+#define RT_MAX_DIMS 6
+
+#if defined(__GNUC__)
+#define RT_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#define RT_EXPORT __attribute__((visibility("default")))
+#else
+#define RT_PRINTF(f, a)
+#define RT_EXPORT
+#endif
+
+typedef enum rt_status {
+    RT_STATUS_OK = 0,
+    RT_STATUS_ERR_ARG,     /* bad argument or option value            */
+    RT_STATUS_ERR_SHAPE,   /* shapes or dtypes that do not fit        */
+    RT_STATUS_ERR_NOMEM,   /* allocation failed                       */
+    RT_STATUS_ERR_IO,      /* open/read/write/fsync/rename failed     */
+    RT_STATUS_ERR_FORMAT,  /* malformed file contents                 */
+    RT_STATUS_ERR_PLUGIN,  /* plugin load/ABI/registration problem    */
+    RT_STATUS_ERR_NUMERIC, /* NaN or Inf where finite numbers belong  */
+    RT_STATUS_ERR_STATE    /* call out of order (backward before forward) */
+} rt_status;
+
+typedef enum rt_dtype { RT_DTYPE_F32 = 0, RT_DTYPE_I32 = 1 } rt_dtype;
+
+typedef enum rt_kind {
+    RT_KIND_TEACHER = 1,
+    RT_KIND_LOSS = 2,
+    RT_KIND_STUDENT = 3
+} rt_kind;
+
+typedef enum rt_act {
+    RT_ACT_NONE = 0,
+    RT_ACT_RELU = 1,
+    RT_ACT_GELU = 2, /* tanh approximation, as PyTorch's approximate="tanh" */
+    RT_ACT_TANH = 3
+} rt_act;
+
+/* ---------------------------------------------------------------- tensors */
+
+typedef struct rt_storage rt_storage; /* opaque, refcounted, 64-byte aligned */
+
+/* A tensor header.  Fixed size (ggml): shapes never allocate.  Plugins may
+ * read every field; they create, retain and release tensors only through
+ * rt_api.  `data` points at element [0,...,0] (storage base + offset).
+ * Strides are in elements.  Views share storage. */
+typedef struct rt_tensor {
+    rt_dtype dtype;
+    int ndim;
+    int64_t shape[RT_MAX_DIMS];
+    int64_t stride[RT_MAX_DIMS];
+    int64_t offset; /* elements from the storage base to data */
+    void *data;
+    rt_storage *storage;
+    int refcount; /* of this header; storage has its own */
+} rt_tensor;
+
+static inline int64_t rt_numel(const rt_tensor *t)
+{
+    int64_t n = 1;
+    for (int i = 0; i < t->ndim; i++) n *= t->shape[i];
+    return n;
+}
+
+static inline float *rt_f32(const rt_tensor *t) { return (float *)t->data; }
+static inline int32_t *rt_i32(const rt_tensor *t) { return (int32_t *)t->data; }
+
+/* Elements per row when the tensor is viewed as [shape[0], rest]. */
+static inline int64_t rt_row_size(const rt_tensor *t)
+{
+    int64_t n = 1;
+    for (int i = 1; i < t->ndim; i++) n *= t->shape[i];
+    return n;
+}
+
+static inline int rt_is_contiguous(const rt_tensor *t)
+{
+    int64_t s = 1;
+    for (int i = t->ndim - 1; i >= 0; i--) {
+        if (t->shape[i] != 1 && t->stride[i] != s) return 0;
+        s *= t->shape[i];
+    }
+    return 1;
+}
+
+/* ----------------------------------------------------------------- random */
+
+/* xoshiro256** state.  Seeded through api->rng_seed (splitmix64 of seed and
+ * stream), so (seed, stream) pairs give independent reproducible streams. */
+typedef struct rt_rng {
+    uint64_t s[4];
+} rt_rng;
+
+/* ------------------------------------------------------------ the context */
+
+typedef struct rt_ctx rt_ctx;   /* opaque: error message, scratch, rng   */
+typedef struct rt_opts rt_opts; /* opaque: validated options, defaults in */
+typedef struct rt_instance rt_instance; /* opaque: a live plugin object   */
+
+/* ------------------------------------------------------------ plugin kinds */
+
+/* A named parameter of a student (or teacher).  Names follow PyTorch
+ * state_dict naming ("layers.0.weight").  All three fields are borrowed from
+ * the plugin and stay valid until it is destroyed.  grad is NULL for frozen
+ * parameters (teachers). */
+typedef struct rt_param {
+    const char *name;
+    rt_tensor *value;
+    rt_tensor *grad;
+} rt_param;
+
+/* An extra gradient flowing into a named feature of a student (hint losses):
+ * backward adds `grad` to the gradient of feature `name` as it passes it. */
+typedef struct rt_tap {
+    const char *name;
+    const rt_tensor *grad; /* same shape as the feature */
+} rt_tap;
+
+typedef struct rt_student_vt {
+    /* x [N, ...] f32 -> *out [N, C] f32.  *out is borrowed and valid until
+     * the next forward.  train != 0 enables dropout and records what
+     * backward needs. */
+    rt_status (*forward)(void *self, rt_ctx *ctx, const rt_tensor *x,
+                         int train, rt_tensor **out);
+    /* grad_out [N, C] (the gradient of the loss wrt the last forward's out).
+     * ACCUMULATES parameter gradients.  taps may be NULL (ntaps 0).
+     * grad_in: if non-NULL, receives a borrowed [N, ...] gradient wrt x. */
+    rt_status (*backward)(void *self, rt_ctx *ctx, const rt_tensor *grad_out,
+                          const rt_tap *taps, int ntaps, rt_tensor **grad_in);
+    /* Fills up to max entries of out; returns the total count. */
+    int (*parameters)(void *self, rt_param *out, int max);
+    /* Optional (may be NULL).  Sets every parameter gradient to zero; may do
+     * it lazily (the next backward overwrites instead of accumulating). The
+     * host memsets the grads when it is NULL. */
+    void (*zero_grad)(void *self);
+    /* Optional.  A feature recorded by the last forward, borrowed, or NULL. */
+    rt_tensor *(*feature)(void *self, const char *name);
+    /* Optional.  Floating-point operations of one forward, per sample. */
+    int64_t (*flops)(void *self);
+} rt_student_vt;
+
+/* What a teacher hands to the losses.  Dense logits, or a sparse top-k
+ * (ids, log-probabilities and the log of the tail mass).  All borrowed from
+ * the teacher, valid until its next forward.  Unused members are NULL. */
+typedef struct rt_signal {
+    rt_tensor *logits;    /* [N, C] f32 */
+    rt_tensor *topk_ids;  /* [N, K] i32 */
+    rt_tensor *topk_logp; /* [N, K] f32 */
+    rt_tensor *tail_logp; /* [N]    f32 */
+} rt_signal;
+
+typedef struct rt_teacher_vt {
+    /* x [N, ...] -> *out.  Teachers are frozen: no backward. */
+    rt_status (*forward)(void *self, rt_ctx *ctx, const rt_tensor *x,
+                         rt_signal *out);
+    /* Optional: as rt_student_vt.parameters, grads NULL. */
+    int (*parameters)(void *self, rt_param *out, int max);
+    /* Optional: as rt_student_vt.feature / flops. */
+    rt_tensor *(*feature)(void *self, const char *name);
+    int64_t (*flops)(void *self);
+} rt_teacher_vt;
+
+/* What a loss sees.  student [N, C] f32 logits; teacher NULL unless the loss
+ * needs it; target [N] i32 labels or NULL.  epoch and step count from 0. */
+typedef struct rt_loss_in {
+    const rt_tensor *student;
+    const rt_signal *teacher;
+    const rt_tensor *target;
+    int64_t epoch;
+    int64_t step;
+} rt_loss_in;
+
+#define RT_NEEDS_TEACHER 1u
+#define RT_NEEDS_TARGET 2u
+
+typedef struct rt_loss_vt {
+    unsigned needs; /* RT_NEEDS_* bits: the host checks before calling */
+    /* *value = the loss, reduced as the plugin's header block says. */
+    rt_status (*forward)(void *self, rt_ctx *ctx, const rt_loss_in *in,
+                         double *value);
+    /* grad [N, C] += scale * d(loss)/d(student logits). */
+    rt_status (*backward)(void *self, rt_ctx *ctx, const rt_loss_in *in,
+                          float scale, rt_tensor *grad);
+    /* Optional.  Changes a number option between steps (schedules):
+     * the host has checked name, type and range against the schema. */
+    rt_status (*set)(void *self, rt_ctx *ctx, const char *name, double value);
+} rt_loss_vt;
+
+/* ---------------------------------------------------------------- options */
+
+typedef enum rt_opt_type {
+    RT_OPT_NUMBER = 1, /* double                          */
+    RT_OPT_INT,        /* int64                           */
+    RT_OPT_BOOL,
+    RT_OPT_STRING,     /* `choices` may restrict it        */
+    RT_OPT_INT_LIST,   /* array of int64, min/max per item */
+    RT_OPT_OBJECT      /* any JSON object, passed through   */
+} rt_opt_type;
+
+/* One option of a plugin.  A table of these, ended by an entry whose name is
+ * NULL, is the plugin's schema: the host validates a recipe's options
+ * against it before create, fills in defaults, and prints it as help. */
+typedef struct rt_option {
+    const char *name;    /* [a-z0-9_]+ */
+    rt_opt_type type;
+    const char *def;     /* default as JSON text ("4", "true", "\"relu\"",
+                            "[784,128,10]"); NULL = required */
+    double min, max;     /* inclusive range for numbers, ints, list items;
+                            min > max (e.g. 1, 0) means unbounded */
+    const char *choices; /* strings: "relu|gelu|tanh", or NULL = any */
+    const char *help;    /* one line */
+} rt_option;
+
+/* ------------------------------------------------------------ descriptors */
+
+typedef struct rt_plugin_desc {
+    uint32_t abi_major, abi_minor; /* RT_ABI_MAJOR, RT_ABI_MINOR */
+    uint32_t size;                 /* sizeof(rt_plugin_desc) */
+    rt_kind kind;
+    const char *name;    /* [a-z0-9_]+, unique per kind */
+    const char *version; /* the plugin's own, e.g. "1.0.0" */
+    const char *summary; /* one line */
+    const rt_option *options;
+    /* *self = a new object.  opts is valid only during the call. */
+    rt_status (*create)(rt_ctx *ctx, const rt_opts *opts, void **self);
+    void (*destroy)(void *self);
+    /* exactly the one matching `kind` is non-NULL */
+    const rt_student_vt *student;
+    const rt_teacher_vt *teacher;
+    const rt_loss_vt *loss;
+} rt_plugin_desc;
+
+#define RT_DESC_INIT(kind_, name_, version_, summary_)                        \
+    .abi_major = RT_ABI_MAJOR, .abi_minor = RT_ABI_MINOR,                     \
+    .size = sizeof(rt_plugin_desc), .kind = (kind_), .name = (name_),          \
+    .version = (version_), .summary = (summary_)
+
+/* ------------------------------------------------------- the host's table */
+
+typedef struct rt_api {
+    uint32_t abi_major, abi_minor, size; /* size = sizeof(rt_api) of host */
+
+    /* Errors.  Formats a message into ctx; returns `code`. */
+    rt_status (*error)(rt_ctx *ctx, rt_status code, const char *fmt, ...)
+        RT_PRINTF(3, 4);
+
+    /* Tensors.  tensor_new returns a new reference to a zero-filled
+     * contiguous tensor, or NULL with an error in ctx. */
+    rt_tensor *(*tensor_new)(rt_ctx *ctx, rt_dtype dtype, int ndim,
+                             const int64_t *shape);
+    void (*tensor_retain)(rt_tensor *t);
+    void (*tensor_release)(rt_tensor *t); /* NULL is a no-op */
+    /* Makes *slot a contiguous tensor of exactly this dtype and shape,
+     * reusing it when it already is one (contents then kept), else
+     * releasing it and allocating a zeroed one.  The way plugins keep a
+     * step allocation-free. */
+    rt_status (*tensor_ensure)(rt_ctx *ctx, rt_tensor **slot, rt_dtype dtype,
+                               int ndim, const int64_t *shape);
+    /* "[128, 10]" into buf; returns buf. */
+    const char *(*shape_str)(const rt_tensor *t, char *buf, size_t len);
+
+    /* Scratch memory, 64-byte aligned, freed by the host when the current
+     * plugin call returns.  NULL with an error in ctx on failure. */
+    void *(*scratch)(rt_ctx *ctx, size_t bytes);
+
+    /* Random numbers. ctx_rng is the run's training stream (dropout...),
+     * saved in checkpoints; plugins seed their own for initialisation. */
+    rt_rng *(*ctx_rng)(rt_ctx *ctx);
+    void (*rng_seed)(rt_rng *r, uint64_t seed, uint64_t stream);
+    uint64_t (*rng_u64)(rt_rng *r);
+    float (*rng_uniform)(rt_rng *r); /* [0, 1) */
+    float (*rng_normal)(rt_rng *r);  /* N(0, 1) */
+
+    /* Options (validated, defaults filled).  Getters for a name that is not
+     * in the schema, or of another type, are programming errors: they
+     * return 0 / NULL.  Strings are borrowed, valid during create only. */
+    double (*opt_number)(const rt_opts *o, const char *name);
+    int64_t (*opt_int)(const rt_opts *o, const char *name);
+    int (*opt_bool)(const rt_opts *o, const char *name);
+    const char *(*opt_string)(const rt_opts *o, const char *name);
+    /* Copies up to max items; returns the list's length. */
+    int (*opt_int_list)(const rt_opts *o, const char *name, int64_t *out,
+                        int max);
+    /* An RT_OPT_OBJECT option as JSON text, borrowed, valid during create. */
+    const char *(*opt_json)(const rt_opts *o, const char *name);
+
+    /* Kernels.  Row-major throughout.
+     * gemm: C[M,N] = alpha * op(A) op(B) + beta * C, op = transpose if t*. */
+    void (*gemm)(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
+                 const float *A, int64_t lda, const float *B, int64_t ldb,
+                 float beta, float *C, int64_t ldc);
+    /* y[N,D] = act(y + b[D]) in place.  pre: if non-NULL, receives y + b
+     * (needed by gelu's backward). */
+    void (*bias_act)(float *y, const float *b, int64_t N, int64_t D,
+                     rt_act act, float *pre);
+    /* dy[N,D]: in, gradient wrt the activation's output; out, gradient wrt
+     * its input (in place).  y is the forward output, pre the saved
+     * pre-activation (gelu only).  db[D] += column sums of the result,
+     * if db is non-NULL. */
+    void (*bias_act_backward)(float *dy, const float *y, const float *pre,
+                              int64_t N, int64_t D, rt_act act, float *db);
+    /* out[N,C] = softmax(x / T) or log_softmax(x / T) per row; stable for
+     * any finite x and -inf entries (a row of all -inf gives NaN). */
+    void (*softmax)(const float *x, float *out, int64_t N, int64_t C, float T);
+    void (*log_softmax)(const float *x, float *out, int64_t N, int64_t C,
+                        float T);
+
+    /* Instances of other plugins (a teacher wrapping a student model).
+     * instance_create: options as JSON text (NULL = defaults); *out is a new
+     * reference. */
+    rt_status (*instance_create)(rt_ctx *ctx, rt_kind kind, const char *name,
+                                 const char *opts_json, rt_instance **out);
+    void (*instance_release)(rt_instance *inst);
+    const rt_plugin_desc *(*instance_desc)(const rt_instance *inst);
+    void *(*instance_self)(const rt_instance *inst);
+    /* Loads a safetensors file into the instance's parameters: every
+     * parameter must be present with its exact shape. */
+    rt_status (*params_load)(rt_ctx *ctx, rt_instance *inst, const char *path);
+    /* A checkpoint's __metadata__ value for key, copied into buf.  A missing
+     * key is an error. */
+    rt_status (*checkpoint_meta)(rt_ctx *ctx, const char *path,
+                                 const char *key, char *buf, size_t len);
+} rt_api;
+
+/* ------------------------------------------------------------- the entry */
+
+/* The single exported symbol.  Returns a NULL-terminated array of
+ * descriptors (static storage in the plugin), or NULL after writing a reason
+ * into err.  The plugin keeps `api`: it stays valid while the plugin is
+ * loaded. */
+#define RT_PLUGIN_ENTRY rt_plugin_init
+#define RT_PLUGIN_ENTRY_NAME "rt_plugin_init"
+typedef const rt_plugin_desc *const *(*rt_plugin_init_fn)(const rt_api *api,
+                                                          char *err,
+                                                          size_t errlen);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* RT_PLUGIN_H */

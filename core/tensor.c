@@ -1,0 +1,388 @@
+/*
+ * tensor.c -- tensors: a fixed-size header (rt_plugin.h) over refcounted,
+ * 64-byte aligned storage shared by views.
+ */
+#include "retort.h"
+
+#include <assert.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct rt_storage {
+    int refcount;
+    size_t nbytes;
+    void *data; /* aligned_alloc(64, ...) */
+};
+
+size_t rt_dtype_size(rt_dtype d)
+{
+    switch (d) {
+    case RT_DTYPE_F32: return 4;
+    case RT_DTYPE_I32: return 4;
+    }
+    return 0;
+}
+
+const char *rt_dtype_name(rt_dtype d)
+{
+    switch (d) {
+    case RT_DTYPE_F32: return "f32";
+    case RT_DTYPE_I32: return "i32";
+    }
+    return "?";
+}
+
+static rt_storage *storage_new(rt_ctx *ctx, size_t nbytes)
+{
+    rt_storage *s = malloc(sizeof *s);
+    /* aligned_alloc wants a multiple of the alignment; never 0 bytes. */
+    size_t rounded = (nbytes + 63) & ~(size_t)63;
+    if (rounded < nbytes) rounded = 0; /* overflow: caught below */
+    void *d = (s && rounded) ? aligned_alloc(64, rounded) : (s ? aligned_alloc(64, 64) : NULL);
+    if (!s || !d || (nbytes && !rounded)) {
+        free(s);
+        free(d);
+        rt_error(ctx, RT_STATUS_ERR_NOMEM, "out of memory allocating a tensor of %zu bytes", nbytes);
+        return NULL;
+    }
+    memset(d, 0, rounded ? rounded : 64);
+    s->refcount = 1;
+    s->nbytes = nbytes;
+    s->data = d;
+    return s;
+}
+
+static void storage_release(rt_storage *s)
+{
+    if (s && --s->refcount == 0) {
+        free(s->data);
+        free(s);
+    }
+}
+
+static int dtype_ok(rt_dtype d) { return d == RT_DTYPE_F32 || d == RT_DTYPE_I32; }
+
+/* Checks ndim and dims; *numel = product.  Error message in ctx. */
+static rt_status check_shape(rt_ctx *ctx, int ndim, const int64_t *shape, int64_t *numel)
+{
+    if (ndim < 0 || ndim > RT_MAX_DIMS)
+        return rt_error(ctx, RT_STATUS_ERR_SHAPE, "tensor: %d dimensions (at most %d)", ndim, RT_MAX_DIMS);
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] < 0)
+            return rt_error(ctx, RT_STATUS_ERR_SHAPE, "tensor: dimension %d is negative (%lld)", i,
+                            (long long)shape[i]);
+        if (__builtin_mul_overflow(n, shape[i], &n))
+            return rt_error(ctx, RT_STATUS_ERR_SHAPE, "tensor: element count overflows");
+    }
+    *numel = n;
+    return RT_STATUS_OK;
+}
+
+rt_tensor *rt_tensor_new(rt_ctx *ctx, rt_dtype dtype, int ndim, const int64_t *shape)
+{
+    int64_t n;
+    if (!dtype_ok(dtype)) {
+        rt_error(ctx, RT_STATUS_ERR_ARG, "tensor: unknown dtype %d", (int)dtype);
+        return NULL;
+    }
+    if (check_shape(ctx, ndim, shape, &n)) return NULL;
+    size_t bytes;
+    if (__builtin_mul_overflow((size_t)n, rt_dtype_size(dtype), &bytes)) {
+        rt_error(ctx, RT_STATUS_ERR_SHAPE, "tensor: byte size overflows");
+        return NULL;
+    }
+    rt_tensor *t = calloc(1, sizeof *t);
+    if (!t) {
+        rt_error(ctx, RT_STATUS_ERR_NOMEM, "out of memory allocating a tensor header");
+        return NULL;
+    }
+    t->storage = storage_new(ctx, bytes);
+    if (!t->storage) {
+        free(t);
+        return NULL;
+    }
+    t->dtype = dtype;
+    t->ndim = ndim;
+    int64_t s = 1;
+    for (int i = ndim - 1; i >= 0; i--) {
+        t->shape[i] = shape[i];
+        t->stride[i] = s;
+        s *= shape[i];
+    }
+    t->data = t->storage->data;
+    t->refcount = 1;
+    return t;
+}
+
+rt_tensor *rt_tensor_from(rt_ctx *ctx, rt_dtype dtype, int ndim, const int64_t *shape, const void *data)
+{
+    rt_tensor *t = rt_tensor_new(ctx, dtype, ndim, shape);
+    if (t && data) memcpy(t->data, data, t->storage->nbytes);
+    return t;
+}
+
+void rt_tensor_retain(rt_tensor *t)
+{
+    if (t) t->refcount++;
+}
+
+void rt_tensor_release(rt_tensor *t)
+{
+    if (!t) return;
+    assert(t->refcount > 0);
+    if (--t->refcount == 0) {
+        storage_release(t->storage);
+        free(t);
+    }
+}
+
+/* Lowest and highest element offset (from storage base) a layout reaches. */
+static int layout_in_bounds(const rt_storage *s, rt_dtype dtype, int ndim, const int64_t *shape,
+                            const int64_t *stride, int64_t offset)
+{
+    int64_t lo = offset, hi = offset, n = 1;
+    for (int i = 0; i < ndim; i++) {
+        n *= shape[i];
+        if (shape[i] == 0) return offset >= 0; /* empty: reaches nothing */
+        int64_t span;
+        if (__builtin_mul_overflow(shape[i] - 1, stride[i], &span)) return 0;
+        if (span < 0) lo += span;
+        else hi += span;
+    }
+    (void)n;
+    int64_t cap = (int64_t)(s->nbytes / rt_dtype_size(dtype));
+    return lo >= 0 && hi < cap;
+}
+
+rt_tensor *rt_tensor_view(rt_ctx *ctx, rt_tensor *t, int ndim, const int64_t *shape, const int64_t *stride,
+                          int64_t offset)
+{
+    int64_t n;
+    if (check_shape(ctx, ndim, shape, &n)) return NULL;
+    int64_t off = t->offset + offset;
+    int64_t total = 1;
+    for (int i = 0; i < ndim; i++) total *= shape[i];
+    if (total > 0 && !layout_in_bounds(t->storage, t->dtype, ndim, shape, stride, off)) {
+        char b[64];
+        rt_error(ctx, RT_STATUS_ERR_SHAPE, "tensor view: layout reaches outside the storage of a %s tensor",
+                 rt_tensor_shape_str(t, b, sizeof b));
+        return NULL;
+    }
+    rt_tensor *v = calloc(1, sizeof *v);
+    if (!v) {
+        rt_error(ctx, RT_STATUS_ERR_NOMEM, "out of memory allocating a tensor view");
+        return NULL;
+    }
+    v->dtype = t->dtype;
+    v->ndim = ndim;
+    for (int i = 0; i < ndim; i++) {
+        v->shape[i] = shape[i];
+        v->stride[i] = stride[i];
+    }
+    v->offset = off;
+    v->storage = t->storage;
+    t->storage->refcount++;
+    v->data = (char *)t->storage->data + off * (int64_t)rt_dtype_size(t->dtype);
+    v->refcount = 1;
+    return v;
+}
+
+rt_tensor *rt_tensor_narrow(rt_ctx *ctx, rt_tensor *t, int dim, int64_t start, int64_t len)
+{
+    if (dim < 0 || dim >= t->ndim || start < 0 || len < 0 || start > t->shape[dim] ||
+        len > t->shape[dim] - start) {
+        char b[64];
+        rt_error(ctx, RT_STATUS_ERR_SHAPE, "tensor narrow: [%lld, %lld) of dimension %d is outside %s",
+                 (long long)start, (long long)(start + len), dim, rt_tensor_shape_str(t, b, sizeof b));
+        return NULL;
+    }
+    int64_t shape[RT_MAX_DIMS];
+    memcpy(shape, t->shape, sizeof shape);
+    shape[dim] = len;
+    return rt_tensor_view(ctx, t, t->ndim, shape, t->stride, start * t->stride[dim]);
+}
+
+rt_tensor *rt_tensor_reshape(rt_ctx *ctx, rt_tensor *t, int ndim, const int64_t *shape)
+{
+    char b[64];
+    if (!rt_is_contiguous(t)) {
+        rt_error(ctx, RT_STATUS_ERR_SHAPE, "tensor reshape: %s is not contiguous", rt_tensor_shape_str(t, b, sizeof b));
+        return NULL;
+    }
+    if (ndim < 0 || ndim > RT_MAX_DIMS) {
+        rt_error(ctx, RT_STATUS_ERR_SHAPE, "tensor reshape: %d dimensions (at most %d)", ndim, RT_MAX_DIMS);
+        return NULL;
+    }
+    int64_t s[RT_MAX_DIMS], known = 1, total = rt_numel(t);
+    int infer = -1;
+    for (int i = 0; i < ndim; i++) {
+        s[i] = shape[i];
+        if (s[i] == -1 && infer < 0) infer = i;
+        else if (s[i] < 0) {
+            rt_error(ctx, RT_STATUS_ERR_SHAPE, "tensor reshape: bad dimension %lld", (long long)s[i]);
+            return NULL;
+        } else if (__builtin_mul_overflow(known, s[i], &known)) {
+            rt_error(ctx, RT_STATUS_ERR_SHAPE, "tensor reshape: element count overflows");
+            return NULL;
+        }
+    }
+    if (infer >= 0) {
+        if (known == 0 || total % known) {
+            rt_error(ctx, RT_STATUS_ERR_SHAPE, "tensor reshape: cannot infer a dimension of %s", rt_tensor_shape_str(t, b, sizeof b));
+            return NULL;
+        }
+        s[infer] = total / known;
+        known = total;
+    }
+    if (known != total) {
+        rt_error(ctx, RT_STATUS_ERR_SHAPE, "tensor reshape: %s has %lld elements, the new shape %lld",
+                 rt_tensor_shape_str(t, b, sizeof b), (long long)total, (long long)known);
+        return NULL;
+    }
+    int64_t st[RT_MAX_DIMS], acc = 1;
+    for (int i = ndim - 1; i >= 0; i--) {
+        st[i] = acc;
+        acc *= s[i];
+    }
+    return rt_tensor_view(ctx, t, ndim, s, st, 0);
+}
+
+/* Calls fn(dst_offset, src_offset) for every element in row-major order of
+ * the logical shape; offsets in elements from each tensor's data. */
+#define FOR_EACH_INDEX(t, body)                                                \
+    do {                                                                       \
+        int64_t idx_[RT_MAX_DIMS] = {0};                                       \
+        int64_t n_ = rt_numel(t);                                              \
+        for (int64_t k_ = 0; k_ < n_; k_++) {                                  \
+            body;                                                              \
+            for (int d_ = (t)->ndim - 1; d_ >= 0; d_--) {                      \
+                if (++idx_[d_] < (t)->shape[d_]) break;                        \
+                idx_[d_] = 0;                                                  \
+            }                                                                  \
+        }                                                                      \
+    } while (0)
+
+static int64_t offset_of(const rt_tensor *t, const int64_t *idx)
+{
+    int64_t o = 0;
+    for (int d = 0; d < t->ndim; d++) o += idx[d] * t->stride[d];
+    return o;
+}
+
+rt_status rt_tensor_copy(rt_ctx *ctx, rt_tensor *dst, const rt_tensor *src)
+{
+    if (dst->dtype != src->dtype || !rt_tensor_same_shape(dst, src)) {
+        char a[64], b[64];
+        return rt_error(ctx, RT_STATUS_ERR_SHAPE, "tensor copy: %s %s into %s %s", rt_dtype_name(src->dtype),
+                        rt_tensor_shape_str(src, a, sizeof a), rt_dtype_name(dst->dtype),
+                        rt_tensor_shape_str(dst, b, sizeof b));
+    }
+    if (rt_is_contiguous(dst) && rt_is_contiguous(src)) {
+        memmove(dst->data, src->data, (size_t)rt_numel(src) * rt_dtype_size(src->dtype));
+        return RT_STATUS_OK;
+    }
+    uint32_t *d = dst->data;
+    const uint32_t *s = src->data; /* both dtypes are 4 bytes */
+    FOR_EACH_INDEX(src, d[offset_of(dst, idx_)] = s[offset_of(src, idx_)]);
+    return RT_STATUS_OK;
+}
+
+rt_tensor *rt_tensor_clone(rt_ctx *ctx, const rt_tensor *t)
+{
+    rt_tensor *c = rt_tensor_new(ctx, t->dtype, t->ndim, t->shape);
+    if (c && rt_tensor_copy(ctx, c, t)) {
+        rt_tensor_release(c);
+        return NULL;
+    }
+    return c;
+}
+
+void rt_tensor_fill(rt_tensor *t, double v)
+{
+    if (t->dtype == RT_DTYPE_F32) {
+        float *d = t->data, f = (float)v;
+        FOR_EACH_INDEX(t, d[offset_of(t, idx_)] = f);
+    } else {
+        int32_t *d = t->data, x = (int32_t)v;
+        FOR_EACH_INDEX(t, d[offset_of(t, idx_)] = x);
+    }
+}
+
+int rt_tensor_same_shape(const rt_tensor *a, const rt_tensor *b)
+{
+    if (a->ndim != b->ndim) return 0;
+    for (int i = 0; i < a->ndim; i++)
+        if (a->shape[i] != b->shape[i]) return 0;
+    return 1;
+}
+
+rt_status rt_tensor_ensure(rt_ctx *ctx, rt_tensor **slot, rt_dtype dtype, int ndim, const int64_t *shape)
+{
+    rt_tensor *t = *slot;
+    if (t && t->dtype == dtype && t->ndim == ndim && rt_is_contiguous(t)) {
+        int same = 1;
+        for (int i = 0; i < ndim; i++) same &= t->shape[i] == shape[i];
+        if (same) return RT_STATUS_OK;
+    }
+    rt_tensor *n = rt_tensor_new(ctx, dtype, ndim, shape);
+    if (!n) return rt_ctx_status(ctx);
+    rt_tensor_release(t);
+    *slot = n;
+    return RT_STATUS_OK;
+}
+
+const char *rt_tensor_shape_str(const rt_tensor *t, char *buf, size_t len)
+{
+    size_t o = 0;
+    if (!len) return buf;
+    buf[0] = 0;
+    o += (size_t)snprintf(buf + o, len - o, "[");
+    for (int i = 0; i < t->ndim && o < len; i++)
+        o += (size_t)snprintf(buf + o, len - o, i ? ", %lld" : "%lld", (long long)t->shape[i]);
+    if (o < len) snprintf(buf + o, len - o, "]");
+    return buf;
+}
+
+static int64_t flat_offset(const rt_tensor *t, int64_t flat)
+{
+    int64_t o = 0;
+    for (int d = t->ndim - 1; d >= 0; d--) {
+        int64_t n = t->shape[d];
+        o += (flat % n) * t->stride[d];
+        flat /= n;
+    }
+    return o;
+}
+
+double rt_tensor_get(const rt_tensor *t, int64_t flat)
+{
+    int64_t o = flat_offset(t, flat);
+    return t->dtype == RT_DTYPE_F32 ? (double)((float *)t->data)[o] : (double)((int32_t *)t->data)[o];
+}
+
+void rt_tensor_set(rt_tensor *t, int64_t flat, double v)
+{
+    int64_t o = flat_offset(t, flat);
+    if (t->dtype == RT_DTYPE_F32) ((float *)t->data)[o] = (float)v;
+    else ((int32_t *)t->data)[o] = (int32_t)v;
+}
+
+int rt_tensor_all_finite(const rt_tensor *t)
+{
+    if (t->dtype != RT_DTYPE_F32) return 1;
+    const float *d = t->data;
+    if (rt_is_contiguous(t)) {
+        int64_t n = rt_numel(t);
+        float acc = 0;
+        /* x*0 is NaN exactly for Inf and NaN; the sum is branch-free. */
+        for (int64_t i = 0; i < n; i++) acc += d[i] * 0.0f;
+        return acc == 0.0f;
+    }
+    int ok = 1;
+    FOR_EACH_INDEX(t, ok &= isfinite(d[offset_of(t, idx_)]) != 0);
+    return ok;
+}
+
+size_t rt_tensor_nbytes(const rt_tensor *t) { return (size_t)rt_numel(t) * rt_dtype_size(t->dtype); }
