@@ -1,0 +1,410 @@
+/*
+ * instance.c -- live plugin objects, the checked calls into their vtables,
+ * parameter save/load, and the function table handed to plugins.
+ *
+ * Every call into a plugin goes through a wrapper here that checks what the
+ * ABI promises the plugin (dtypes, shapes, contiguity, labels in range),
+ * prefixes any error with "<kind> '<name>': " and resets the scratch arena
+ * afterwards.  Plugins may therefore trust their inputs.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "ctx.h"
+#include "options.h"
+#include "plugin_host.h"
+
+rt_status rt_instance_create(rt_registry *r, rt_ctx *ctx, rt_kind kind, const char *name, const char *opts_json,
+                             rt_instance **out)
+{
+    *out = NULL;
+    const rt_plugin_desc *d = rt_registry_find(r, ctx, kind, name);
+    if (!d) return rt_ctx_status(ctx);
+    char *validated = NULL;
+    if (rt_options_validate(ctx, d, opts_json, &validated))
+        return rt_error_prefix(ctx, "%s '%s'", rt_kind_name(kind), name);
+    rt_opts *opts = rt_opts_parse(validated);
+    rt_instance *in = calloc(1, sizeof *in);
+    if (!opts || !in) {
+        rt_opts_free(opts);
+        free(in);
+        free(validated);
+        return rt_error(ctx, RT_STATUS_ERR_NOMEM, "%s '%s': out of memory", rt_kind_name(kind), name);
+    }
+    /* The instance exists before create runs, so a plugin that creates
+     * other instances (a teacher wrapping a student) sees a valid registry
+     * in ctx. */
+    rt_registry *saved = ctx->registry;
+    ctx->registry = r;
+    void *self = NULL;
+    rt_status st = d->create(ctx, opts, &self);
+    ctx->registry = saved;
+    rt_opts_free(opts);
+    rt_scratch_reset(ctx);
+    if (st || !self) {
+        if (!st) st = rt_error(ctx, RT_STATUS_ERR_PLUGIN, "create returned no object");
+        free(in);
+        free(validated);
+        return rt_error_prefix(ctx, "%s '%s'", rt_kind_name(kind), name);
+    }
+    in->refcount = 1;
+    in->desc = d;
+    in->lib = rt_registry_lib(r, d);
+    if (in->lib) rt_lib_retain(in->lib);
+    in->self = self;
+    in->options = validated;
+    *out = in;
+    return RT_STATUS_OK;
+}
+
+void rt_instance_retain(rt_instance *i)
+{
+    if (i) i->refcount++;
+}
+
+void rt_instance_release(rt_instance *i)
+{
+    if (!i || --i->refcount) return;
+    i->desc->destroy(i->self);
+    rt_lib *lib = i->lib;
+    free(i->options);
+    free(i);
+    rt_lib_release(lib); /* last: the code of destroy lives in it */
+}
+
+const rt_plugin_desc *rt_instance_desc(const rt_instance *i) { return i->desc; }
+void *rt_instance_self(const rt_instance *i) { return i->self; }
+const char *rt_instance_options(const rt_instance *i) { return i->options; }
+
+/* ----------------------------------------------------------- checked calls */
+
+static rt_status fail(rt_instance *i, rt_ctx *ctx)
+{
+    rt_scratch_reset(ctx);
+    return rt_error_prefix(ctx, "%s '%s'", rt_kind_name(i->desc->kind), i->desc->name);
+}
+
+static rt_status done(rt_instance *i, rt_ctx *ctx, rt_status st)
+{
+    if (st) return fail(i, ctx);
+    rt_scratch_reset(ctx);
+    return RT_STATUS_OK;
+}
+
+/* Checks a tensor argument: dtype, contiguity, at least min_dims dims. */
+static rt_status check_arg(rt_ctx *ctx, const char *what, const rt_tensor *t, rt_dtype dtype, int min_dims)
+{
+    char b[64];
+    if (!t) return rt_error(ctx, RT_STATUS_ERR_ARG, "%s is missing", what);
+    if (t->dtype != dtype)
+        return rt_error(ctx, RT_STATUS_ERR_SHAPE, "%s must be %s, got %s %s", what, rt_dtype_name(dtype),
+                        rt_dtype_name(t->dtype), rt_tensor_shape_str(t, b, sizeof b));
+    if (t->ndim < min_dims)
+        return rt_error(ctx, RT_STATUS_ERR_SHAPE, "%s must have at least %d dimension%s, got %s", what, min_dims,
+                        min_dims > 1 ? "s" : "", rt_tensor_shape_str(t, b, sizeof b));
+    if (!rt_is_contiguous(t))
+        return rt_error(ctx, RT_STATUS_ERR_SHAPE, "%s %s must be contiguous", what, rt_tensor_shape_str(t, b, sizeof b));
+    return RT_STATUS_OK;
+}
+
+static rt_status check_kind(rt_instance *i, rt_ctx *ctx, rt_kind k)
+{
+    if (i->desc->kind != k)
+        return rt_error(ctx, RT_STATUS_ERR_ARG, "%s '%s' used as a %s", rt_kind_name(i->desc->kind), i->desc->name,
+                        rt_kind_name(k));
+    return RT_STATUS_OK;
+}
+
+rt_status rt_student_forward(rt_instance *s, rt_ctx *ctx, const rt_tensor *x, int train, rt_tensor **out)
+{
+    *out = NULL;
+    if (check_kind(s, ctx, RT_KIND_STUDENT)) return rt_ctx_status(ctx);
+    if (check_arg(ctx, "input", x, RT_DTYPE_F32, 1)) return fail(s, ctx);
+    rt_status st = s->desc->student->forward(s->self, ctx, x, train, out);
+    if (!st && (!*out || (*out)->ndim < 1 || (*out)->shape[0] != x->shape[0]))
+        st = rt_error(ctx, RT_STATUS_ERR_PLUGIN, "forward returned no [N, ...] output for N = %lld",
+                      (long long)x->shape[0]);
+    return done(s, ctx, st);
+}
+
+rt_status rt_student_backward(rt_instance *s, rt_ctx *ctx, const rt_tensor *grad_out, const rt_tap *taps,
+                              int ntaps, rt_tensor **grad_in)
+{
+    if (grad_in) *grad_in = NULL;
+    if (check_kind(s, ctx, RT_KIND_STUDENT)) return rt_ctx_status(ctx);
+    if (check_arg(ctx, "output gradient", grad_out, RT_DTYPE_F32, 1)) return fail(s, ctx);
+    for (int k = 0; k < ntaps; k++)
+        if (!taps[k].name || check_arg(ctx, "tap gradient", taps[k].grad, RT_DTYPE_F32, 1)) {
+            if (!taps[k].name) rt_error(ctx, RT_STATUS_ERR_ARG, "tap %d has no name", k);
+            return fail(s, ctx);
+        }
+    return done(s, ctx, s->desc->student->backward(s->self, ctx, grad_out, taps, ntaps, grad_in));
+}
+
+void rt_student_zero_grad(rt_instance *s)
+{
+    if (s->desc->kind != RT_KIND_STUDENT) return;
+    if (s->desc->student->zero_grad) {
+        s->desc->student->zero_grad(s->self);
+        return;
+    }
+    rt_param p[256];
+    int n = s->desc->student->parameters(s->self, p, 256);
+    for (int k = 0; k < n && k < 256; k++)
+        if (p[k].grad) memset(p[k].grad->data, 0, rt_tensor_nbytes(p[k].grad));
+}
+
+rt_status rt_teacher_forward(rt_instance *t, rt_ctx *ctx, const rt_tensor *x, rt_signal *out)
+{
+    memset(out, 0, sizeof *out);
+    if (check_kind(t, ctx, RT_KIND_TEACHER)) return rt_ctx_status(ctx);
+    if (check_arg(ctx, "input", x, RT_DTYPE_F32, 1)) return fail(t, ctx);
+    rt_status st = t->desc->teacher->forward(t->self, ctx, x, out);
+    if (!st && !out->logits && !out->topk_ids)
+        st = rt_error(ctx, RT_STATUS_ERR_PLUGIN, "forward returned neither logits nor top-k");
+    if (!st && out->logits && (out->logits->ndim != 2 || out->logits->shape[0] != x->shape[0]))
+        st = rt_error(ctx, RT_STATUS_ERR_PLUGIN, "forward returned logits that are not [N, C] for N = %lld",
+                      (long long)x->shape[0]);
+    return done(t, ctx, st);
+}
+
+/* What every loss may rely on: [N, C] f32 student logits; teacher logits of
+ * the same shape when it needs a teacher; [N] i32 labels in [0, C) when it
+ * needs targets. */
+static rt_status check_loss_in(rt_instance *l, rt_ctx *ctx, const rt_loss_in *in)
+{
+    char a[64], b[64];
+    const rt_tensor *s = in->student;
+    if (check_arg(ctx, "student logits", s, RT_DTYPE_F32, 2)) return RT_STATUS_ERR_SHAPE;
+    if (s->ndim != 2)
+        return rt_error(ctx, RT_STATUS_ERR_SHAPE, "student logits must be [N, C], got %s", rt_tensor_shape_str(s, a, sizeof a));
+    unsigned needs = l->desc->loss->needs;
+    if (needs & RT_NEEDS_TEACHER) {
+        if (!in->teacher) return rt_error(ctx, RT_STATUS_ERR_ARG, "needs a teacher signal and got none");
+        const rt_tensor *t = in->teacher->logits;
+        if (!t) return rt_error(ctx, RT_STATUS_ERR_ARG, "needs dense teacher logits (got a top-k signal)");
+        if (check_arg(ctx, "teacher logits", t, RT_DTYPE_F32, 2)) return RT_STATUS_ERR_SHAPE;
+        if (!rt_tensor_same_shape(s, t))
+            return rt_error(ctx, RT_STATUS_ERR_SHAPE, "student logits %s vs teacher logits %s",
+                            rt_tensor_shape_str(s, a, sizeof a), rt_tensor_shape_str(t, b, sizeof b));
+    }
+    if (needs & RT_NEEDS_TARGET) {
+        const rt_tensor *y = in->target;
+        if (!y) return rt_error(ctx, RT_STATUS_ERR_ARG, "needs target labels and got none");
+        if (check_arg(ctx, "target labels", y, RT_DTYPE_I32, 1)) return RT_STATUS_ERR_SHAPE;
+        if (y->ndim != 1 || y->shape[0] != s->shape[0])
+            return rt_error(ctx, RT_STATUS_ERR_SHAPE, "student logits %s vs target labels %s",
+                            rt_tensor_shape_str(s, a, sizeof a), rt_tensor_shape_str(y, b, sizeof b));
+        const int32_t *yy = rt_i32(y);
+        for (int64_t i = 0; i < y->shape[0]; i++)
+            if (yy[i] < 0 || yy[i] >= s->shape[1])
+                return rt_error(ctx, RT_STATUS_ERR_ARG, "target label %d at row %lld is outside [0, %lld)", yy[i],
+                                (long long)i, (long long)s->shape[1]);
+    }
+    return RT_STATUS_OK;
+}
+
+rt_status rt_loss_forward(rt_instance *l, rt_ctx *ctx, const rt_loss_in *in, double *value)
+{
+    *value = 0;
+    if (check_kind(l, ctx, RT_KIND_LOSS)) return rt_ctx_status(ctx);
+    if (check_loss_in(l, ctx, in)) return fail(l, ctx);
+    return done(l, ctx, l->desc->loss->forward(l->self, ctx, in, value));
+}
+
+rt_status rt_loss_backward(rt_instance *l, rt_ctx *ctx, const rt_loss_in *in, float scale, rt_tensor *grad)
+{
+    char a[64], b[64];
+    if (check_kind(l, ctx, RT_KIND_LOSS)) return rt_ctx_status(ctx);
+    if (check_loss_in(l, ctx, in) || check_arg(ctx, "gradient", grad, RT_DTYPE_F32, 2)) return fail(l, ctx);
+    if (!rt_tensor_same_shape(grad, in->student)) {
+        rt_error(ctx, RT_STATUS_ERR_SHAPE, "gradient %s vs student logits %s", rt_tensor_shape_str(grad, a, sizeof a),
+                 rt_tensor_shape_str(in->student, b, sizeof b));
+        return fail(l, ctx);
+    }
+    return done(l, ctx, l->desc->loss->backward(l->self, ctx, in, scale, grad));
+}
+
+rt_status rt_loss_set(rt_instance *l, rt_ctx *ctx, const char *name, double value)
+{
+    if (check_kind(l, ctx, RT_KIND_LOSS)) return rt_ctx_status(ctx);
+    if (!l->desc->loss->set) {
+        rt_error(ctx, RT_STATUS_ERR_ARG, "options cannot change after creation (the plugin has no set)");
+        return fail(l, ctx);
+    }
+    if (rt_option_check_number(ctx, l->desc, name, value)) return fail(l, ctx);
+    return done(l, ctx, l->desc->loss->set(l->self, ctx, name, value));
+}
+
+int rt_instance_params(rt_instance *i, rt_param *out, int max)
+{
+    switch (i->desc->kind) {
+    case RT_KIND_STUDENT: return i->desc->student->parameters(i->self, out, max);
+    case RT_KIND_TEACHER:
+        return i->desc->teacher->parameters ? i->desc->teacher->parameters(i->self, out, max) : 0;
+    default: return 0;
+    }
+}
+
+int64_t rt_instance_flops(rt_instance *i)
+{
+    int64_t (*f)(void *) = i->desc->kind == RT_KIND_STUDENT   ? i->desc->student->flops
+                           : i->desc->kind == RT_KIND_TEACHER ? i->desc->teacher->flops
+                                                              : NULL;
+    return f ? f(i->self) : -1;
+}
+
+rt_tensor *rt_instance_feature(rt_instance *i, const char *name)
+{
+    rt_tensor *(*f)(void *, const char *) = i->desc->kind == RT_KIND_STUDENT   ? i->desc->student->feature
+                                            : i->desc->kind == RT_KIND_TEACHER ? i->desc->teacher->feature
+                                                                               : NULL;
+    return f ? f(i->self, name) : NULL;
+}
+
+/* ---------------------------------------------------------- save and load */
+
+#define MAX_PARAMS 1024
+
+rt_status rt_instance_save(rt_instance *i, rt_ctx *ctx, const char *path, int nmeta, const char *const *keys,
+                           const char *const *values)
+{
+    rt_param *p = malloc(sizeof *p * MAX_PARAMS);
+    const char **names = malloc(sizeof *names * MAX_PARAMS);
+    const rt_tensor **ts = malloc(sizeof *ts * MAX_PARAMS);
+    const char **k = malloc(sizeof *k * (size_t)(nmeta + 4));
+    const char **v = malloc(sizeof *v * (size_t)(nmeta + 4));
+    rt_status st = RT_STATUS_OK;
+    if (!p || !names || !ts || !k || !v) st = rt_error(ctx, RT_STATUS_ERR_NOMEM, "save %s: out of memory", path);
+    int n = st ? 0 : rt_instance_params(i, p, MAX_PARAMS);
+    if (!st && n > MAX_PARAMS) st = rt_error(ctx, RT_STATUS_ERR_ARG, "save %s: more than %d parameters", path, MAX_PARAMS);
+    if (!st) {
+        for (int j = 0; j < n; j++) {
+            names[j] = p[j].name;
+            ts[j] = p[j].value;
+        }
+        int m = 0;
+        k[m] = "retort.kind", v[m++] = rt_kind_name(i->desc->kind);
+        k[m] = "retort.plugin", v[m++] = i->desc->name;
+        k[m] = "retort.options", v[m++] = i->options;
+        k[m] = "retort.version", v[m++] = RT_VERSION;
+        for (int j = 0; j < nmeta; j++) k[m] = keys[j], v[m++] = values[j];
+        st = rt_st_write(ctx, path, n, names, (const rt_tensor *const *)ts, m, k, v);
+        if (st) rt_error_prefix(ctx, "%s '%s'", rt_kind_name(i->desc->kind), i->desc->name);
+    }
+    free(p);
+    free(names);
+    free(ts);
+    free(k);
+    free(v);
+    return st;
+}
+
+rt_status rt_instance_load_st(rt_instance *i, rt_ctx *ctx, const rt_st *f, const char *label)
+{
+    rt_param p[MAX_PARAMS];
+    int n = rt_instance_params(i, p, MAX_PARAMS);
+    if (n > MAX_PARAMS) n = MAX_PARAMS;
+    /* Check everything before copying anything: a failed load leaves the
+     * parameters as they were. */
+    for (int j = 0; j < n; j++) {
+        rt_tensor *t = rt_st_find(f, p[j].name);
+        char a[64], b[64];
+        if (!t)
+            return rt_error(ctx, RT_STATUS_ERR_FORMAT, "%s: no tensor '%s' for %s '%s' (the file has %d tensors)", label,
+                            p[j].name, rt_kind_name(i->desc->kind), i->desc->name, rt_st_count(f));
+        if (t->dtype != p[j].value->dtype || !rt_tensor_same_shape(t, p[j].value))
+            return rt_error(ctx, RT_STATUS_ERR_SHAPE, "%s: tensor '%s' is %s %s, %s '%s' wants %s %s", label, p[j].name,
+                            rt_dtype_name(t->dtype), rt_tensor_shape_str(t, a, sizeof a), rt_kind_name(i->desc->kind),
+                            i->desc->name, rt_dtype_name(p[j].value->dtype),
+                            rt_tensor_shape_str(p[j].value, b, sizeof b));
+    }
+    for (int j = 0; j < n; j++)
+        if (rt_tensor_copy(ctx, p[j].value, rt_st_find(f, p[j].name))) return rt_ctx_status(ctx);
+    return RT_STATUS_OK;
+}
+
+rt_status rt_instance_load(rt_instance *i, rt_ctx *ctx, const char *path)
+{
+    rt_st *f = NULL;
+    if (rt_st_read(ctx, path, &f)) return rt_ctx_status(ctx);
+    rt_status st = rt_instance_load_st(i, ctx, f, path);
+    rt_st_free(f);
+    return st;
+}
+
+/* --------------------------------------------------------- the host table */
+
+static rt_status api_error(rt_ctx *ctx, rt_status code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    rt_verror(ctx, code, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+static rt_status api_instance_create(rt_ctx *ctx, rt_kind kind, const char *name, const char *opts_json,
+                                     rt_instance **out)
+{
+    if (!ctx->registry) {
+        *out = NULL;
+        return rt_error(ctx, RT_STATUS_ERR_STATE, "no plugin registry in this context");
+    }
+    return rt_instance_create(ctx->registry, ctx, kind, name, opts_json, out);
+}
+
+static rt_status api_checkpoint_meta(rt_ctx *ctx, const char *path, const char *key, char *buf, size_t len)
+{
+    rt_st *f = NULL;
+    if (rt_st_read_meta(ctx, path, &f)) return rt_ctx_status(ctx);
+    const char *v = rt_st_meta_get(f, key);
+    rt_status st = RT_STATUS_OK;
+    if (!v) st = rt_error(ctx, RT_STATUS_ERR_FORMAT, "%s: no metadata '%s'", path, key);
+    else if (strlen(v) >= len) st = rt_error(ctx, RT_STATUS_ERR_FORMAT, "%s: metadata '%s' is too long", path, key);
+    else memcpy(buf, v, strlen(v) + 1);
+    rt_st_free(f);
+    return st;
+}
+
+static rt_status api_params_load(rt_ctx *ctx, rt_instance *inst, const char *path)
+{
+    return rt_instance_load(inst, ctx, path);
+}
+
+static const rt_api host_api = {
+    .abi_major = RT_ABI_MAJOR,
+    .abi_minor = RT_ABI_MINOR,
+    .size = sizeof(rt_api),
+    .error = api_error,
+    .tensor_new = rt_tensor_new,
+    .tensor_retain = rt_tensor_retain,
+    .tensor_release = rt_tensor_release,
+    .tensor_ensure = rt_tensor_ensure,
+    .shape_str = rt_tensor_shape_str,
+    .scratch = rt_scratch,
+    .ctx_rng = rt_ctx_rng,
+    .rng_seed = rt_rng_seed,
+    .rng_u64 = rt_rng_u64,
+    .rng_uniform = rt_rng_uniform,
+    .rng_normal = rt_rng_normal,
+    .opt_number = rt_opts_number,
+    .opt_int = rt_opts_int,
+    .opt_bool = rt_opts_bool,
+    .opt_string = rt_opts_string,
+    .opt_int_list = rt_opts_int_list,
+    .opt_json = rt_opts_json,
+    .gemm = rt_gemm,
+    .bias_act = rt_bias_act,
+    .bias_act_backward = rt_bias_act_backward,
+    .softmax = rt_softmax,
+    .log_softmax = rt_log_softmax,
+    .instance_create = api_instance_create,
+    .instance_release = rt_instance_release,
+    .instance_desc = rt_instance_desc,
+    .instance_self = rt_instance_self,
+    .params_load = api_params_load,
+    .checkpoint_meta = api_checkpoint_meta,
+};
+
+const rt_api *rt_host_api(void) { return &host_api; }

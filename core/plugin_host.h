@@ -1,0 +1,29 @@
+/*
+ * plugin_host.h -- private to the core: loaded libraries and instances.
+ */
+#ifndef RT_PLUGIN_HOST_H
+#define RT_PLUGIN_HOST_H
+#include "retort.h"
+
+/* A dlopen'd plugin file.  refcount: the registry's reference plus one per
+ * live instance; dlclose happens at zero. */
+typedef struct rt_lib {
+    void *handle;
+    char *path;
+    int refcount;
+} rt_lib;
+
+void rt_lib_retain(rt_lib *l);
+void rt_lib_release(rt_lib *l);
+/* The library a registered descriptor came from (borrowed), or NULL. */
+rt_lib *rt_registry_lib(const rt_registry *r, const rt_plugin_desc *d);
+
+struct rt_instance {
+    int refcount;
+    const rt_plugin_desc *desc;
+    rt_lib *lib;
+    void *self;
+    char *options; /* validated JSON with defaults */
+};
+
+#endif
