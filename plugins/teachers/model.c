@@ -1,0 +1,122 @@
+/*
+ * model -- teacher: a trained model of any student architecture, frozen.
+ *
+ * Wraps an instance of a student plugin (arch, with its options) and runs
+ * its forward in evaluation mode; the signal is its dense logits.
+ *
+ * Options
+ *   checkpoint   ""     safetensors file with the parameters; when arch is
+ *                       empty, arch and its options are read from the
+ *                       file's metadata ("retort.plugin", "retort.options")
+ *   arch         ""     student plugin name (e.g. "mlp")
+ *   options      {}     that plugin's options
+ *   random_init  false  allow no checkpoint: the architecture's own
+ *                       initialisation (tests; the Lua layer uses it to
+ *                       copy a live student's weights in)
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "rt_plugin.h"
+
+static const rt_api *api;
+
+typedef struct model {
+    rt_instance *net;
+    const rt_student_vt *vt;
+    void *self;
+} model;
+
+static const rt_option options[] = {
+    {"checkpoint", RT_OPT_STRING, "\"\"", 1, 0, NULL, "safetensors checkpoint with the parameters"},
+    {"arch", RT_OPT_STRING, "\"\"", 1, 0, NULL, "student plugin name; empty: from the checkpoint's metadata"},
+    {"options", RT_OPT_OBJECT, "{}", 1, 0, NULL, "the architecture's options"},
+    {"random_init", RT_OPT_BOOL, "false", 1, 0, NULL, "allow no checkpoint (untrained weights)"},
+    {NULL, 0, NULL, 0, 0, NULL, NULL},
+};
+
+static void destroy(void *self)
+{
+    model *m = self;
+    if (!m) return;
+    api->instance_release(m->net);
+    free(m);
+}
+
+static rt_status create(rt_ctx *ctx, const rt_opts *o, void **self)
+{
+    const char *ck = api->opt_string(o, "checkpoint");
+    const char *arch = api->opt_string(o, "arch");
+    const char *aopts = api->opt_json(o, "options");
+    char arch_buf[128], opts_buf[8192];
+    if (!*ck && !api->opt_bool(o, "random_init"))
+        return api->error(ctx, RT_STATUS_ERR_ARG, "needs a checkpoint (or random_init = true)");
+    if (!*arch) {
+        if (!*ck) return api->error(ctx, RT_STATUS_ERR_ARG, "needs an arch when there is no checkpoint");
+        if (api->checkpoint_meta(ctx, ck, "retort.plugin", arch_buf, sizeof arch_buf) ||
+            api->checkpoint_meta(ctx, ck, "retort.options", opts_buf, sizeof opts_buf))
+            return RT_STATUS_ERR_FORMAT;
+        arch = arch_buf;
+        aopts = opts_buf;
+    }
+    model *m = calloc(1, sizeof *m);
+    if (!m) return api->error(ctx, RT_STATUS_ERR_NOMEM, "out of memory");
+    if (api->instance_create(ctx, RT_KIND_STUDENT, arch, aopts, &m->net) || (*ck && api->params_load(ctx, m->net, ck))) {
+        destroy(m);
+        return RT_STATUS_ERR_ARG;
+    }
+    m->vt = api->instance_desc(m->net)->student;
+    m->self = api->instance_self(m->net);
+    *self = m;
+    return RT_STATUS_OK;
+}
+
+static rt_status forward(void *self, rt_ctx *ctx, const rt_tensor *x, rt_signal *out)
+{
+    model *m = self;
+    rt_tensor *logits = NULL;
+    rt_status st = m->vt->forward(m->self, ctx, x, 0, &logits);
+    if (st) return st;
+    if (logits->ndim != 2) return api->error(ctx, RT_STATUS_ERR_SHAPE, "the architecture's output is not [N, C]");
+    out->logits = logits;
+    return RT_STATUS_OK;
+}
+
+/* The wrapped parameters, frozen: grad NULL. */
+static int parameters(void *self, rt_param *out, int max)
+{
+    model *m = self;
+    int n = m->vt->parameters(m->self, out, max);
+    for (int i = 0; i < n && i < max; i++) out[i].grad = NULL;
+    return n;
+}
+
+static rt_tensor *feature(void *self, const char *name)
+{
+    model *m = self;
+    return m->vt->feature ? m->vt->feature(m->self, name) : NULL;
+}
+
+static int64_t flops(void *self)
+{
+    model *m = self;
+    return m->vt->flops ? m->vt->flops(m->self) : -1;
+}
+
+static const rt_teacher_vt vt = {.forward = forward, .parameters = parameters, .feature = feature, .flops = flops};
+
+static const rt_plugin_desc desc = {
+    RT_DESC_INIT(RT_KIND_TEACHER, "model", "1.0.0", "a trained model of any student architecture, frozen"),
+    .options = options,
+    .create = create,
+    .destroy = destroy,
+    .teacher = &vt,
+};
+
+static const rt_plugin_desc *const list[] = {&desc, NULL};
+
+RT_EXPORT const rt_plugin_desc *const *rt_plugin_init(const rt_api *host, char *err, size_t errlen)
+{
+    api = host;
+    return list;
+}
