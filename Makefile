@@ -108,12 +108,12 @@ $(BUILD)/obj/core/lua/%.o: core/lua/%.c
 $(LUAMOD): $(LUA_OBJ) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) -shared -o $@ $(LUA_OBJ) $(LDSAN) -L$(BUILD)/lib -lretort \
-	  -Wl,-rpath,'$$ORIGIN/../..'
+	  $(PKG_LIBS) -Wl,-rpath,'$$ORIGIN/../..'
 
 $(CLI): $(BUILD)/obj/core/lua/main.o $(LUA_OBJ) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) -o $@ $(BUILD)/obj/core/lua/main.o $(LUA_OBJ) $(LDSAN) \
-	  -L$(BUILD)/lib -lretort $(LUA_LIBS) -lm -Wl,-rpath,'$$ORIGIN/../lib' \
+	  -L$(BUILD)/lib -lretort $(LUA_LIBS) $(PKG_LIBS) -lm -Wl,-rpath,'$$ORIGIN/../lib' \
 	  -Wl,-E
 
 $(BUILD)/lib/pkgconfig/retort.pc: Makefile

@@ -313,6 +313,18 @@ rt_status rt_dataset_gather(const rt_dataset *d, rt_ctx *ctx,
                             const int64_t *idx, int64_t n, rt_tensor *xb,
                             rt_tensor *yb);
 
+/* ================================================================ metrics */
+/* Evaluation sums over a batch; callers divide by the sample count.  Shapes
+ * are checked (errors in ctx, result -1). */
+
+/* Rows of logits [N, C] whose argmax equals y [N] (i32). */
+int64_t rt_count_correct(rt_ctx *ctx, const rt_tensor *logits, const rt_tensor *y);
+/* Rows of a [N, C] and b [N, C] with the same argmax. */
+int64_t rt_count_agree(rt_ctx *ctx, const rt_tensor *a, const rt_tensor *b);
+/* Sum over rows of KL(softmax(t/T) || softmax(s/T)), t and s [N, C];
+ * teacher probabilities of 0 contribute 0.  Uses ctx scratch. */
+double rt_kl_sum(rt_ctx *ctx, const rt_tensor *t, const rt_tensor *s, float T);
+
 /* ============================================================ plugin host */
 
 /* New empty registry.  NULL on OOM. */
@@ -401,6 +413,69 @@ rt_status rt_options_validate(rt_ctx *ctx, const rt_plugin_desc *desc,
 void rt_options_print_help(const rt_plugin_desc *desc, FILE *f);
 /* Levenshtein distance, for did-you-mean. */
 int rt_edit_distance(const char *a, const char *b);
+
+/* ========================================================== gradient check */
+/* Finite-difference checks of a plugin's backward against its forward
+ * (Torch7's nn.Jacobian), for the tests and for plugin authors.
+ *
+ * Numerical derivative: a five-point central difference
+ *   (f(x-2h) - 8 f(x-h) + 8 f(x+h) - f(x+2h)) / 12h,
+ * in double over the double the forward returns.  h is eps rounded to a
+ * power of two (at least 16 ulps of x), so x +- h are exact in float32;
+ * where they cannot be (huge x), a two-point difference over the offsets
+ * actually stored is used.  An entry where the four one-sided slopes do
+ * not change smoothly (a relu kink, a max switching sides inside the
+ * stencil) is not differentiable there: it is skipped and counted.
+ *
+ * Error measure, per entry, analytic a and numerical n:
+ *   |a - n| / max(|a| + |n|, floor),  floor = 1e-2 * max |a| over the
+ *   tensor (and at least 1e-6),
+ * so entries that are ~0 next to large ones compare on the tensor's
+ * scale, not on float32 noise.  Identical zeros give 0.  max_rel_err is the
+ * worst such value over every entry checked, including the accumulation
+ * checks below; float32 plugins should reach <= 1e-3.
+ */
+typedef struct rt_gradcheck_result {
+    double max_rel_err; /* worst error (measure above) */
+    char worst[128];    /* where it was: "student logits[1, 3]",
+                           "layers.0.weight[17]", "accumulate: ..." */
+    int64_t checked;    /* entries compared with finite differences */
+    int64_t skipped;    /* entries skipped at kinks or non-finite inputs */
+} rt_gradcheck_result;
+
+/* Checks a loss at random inputs: student logits [N, C] ~ 2 N(0,1), teacher
+ * logits [N, C] ~ 2 N(0,1) when the loss needs a teacher, labels uniform in
+ * [0, C) when it needs targets, all from (seed, stream 0..2).  Compares
+ * backward (scale 1 into a zero gradient) with finite differences of
+ * forward for every student logit, and checks that backward accumulates:
+ * twice at scale 0.5 onto the same buffer equals once at scale 1.
+ * eps: the step (1e-2 suits logits of size ~1; 0 = 1e-2).  A failing call
+ * into the loss returns its status with the message in ctx; a non-finite
+ * value or gradient is RT_STATUS_ERR_NUMERIC naming where. */
+rt_status rt_gradcheck_loss(rt_instance *loss, rt_ctx *ctx, int64_t N,
+                            int64_t C, uint64_t seed, double eps,
+                            rt_gradcheck_result *res);
+/* The same at given inputs (borrowed; in->student is copied, not
+ * changed).  Non-finite student logits are skipped (counted in skipped). */
+rt_status rt_gradcheck_loss_at(rt_instance *loss, rt_ctx *ctx,
+                               const rt_loss_in *in, double eps,
+                               rt_gradcheck_result *res);
+
+/* Checks a student: random input x [N, ...] ~ N(0,1), the scalar
+ * f = sum(w * forward(x, train = 0)) with w ~ N(0,1) of the output's shape;
+ * backward(w) gives df/dparams and df/dx, compared with finite differences
+ * at up to 20 entries per parameter and 20 of x, chosen by (seed, stream 3).
+ * Also checks that parameter gradients accumulate over two backwards
+ * (2 g), that zero_grad resets them, and that the input gradient does not
+ * accumulate.
+ * in_shape: the input's shape without N (in_ndim entries); NULL = inferred
+ * from the options: "input_shape" (a list) if present, else "sizes"[0],
+ * else the second dimension of the first 2-D parameter.
+ * eps as above.  Errors as above. */
+rt_status rt_gradcheck_student(rt_instance *student, rt_ctx *ctx, int64_t N,
+                               const int64_t *in_shape, int in_ndim,
+                               uint64_t seed, double eps,
+                               rt_gradcheck_result *res);
 
 #ifdef __cplusplus
 }

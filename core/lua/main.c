@@ -1,0 +1,150 @@
+/*
+ * main.c -- the retort command.
+ *
+ *   retort run FILE [ARGS...]   run a Lua recipe (ARGS reach it as `arg`)
+ *   retort plugins [NAME]       list plugins, or one plugin's options
+ *   retort --version | --help
+ *
+ * Recipes run under lua_pcall with a traceback handler (as lua.c does), so
+ * an error prints file:line and the stack, and the command exits 1.
+ */
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "retort.h"
+
+int luaopen_retort(lua_State *L);
+
+static const char *usage =
+    "usage: retort COMMAND [ARGS]\n"
+    "\n"
+    "commands:\n"
+    "  run FILE [ARGS...]   run a Lua recipe; ARGS reach it as the table `arg`\n"
+    "  plugins [NAME]       list the plugins, or show one plugin's options\n"
+    "  --version            print the version, the plugin ABI and the BLAS core\n"
+    "  --help               this text\n"
+    "\n"
+    "environment:\n"
+    "  RETORT_PLUGIN_PATH   ':'-separated folders searched for plugins after\n"
+    "                       the built-in folder\n"
+    "\n"
+    "example:\n"
+    "  retort run scripts/recipes/fashion_mnist.lua --epochs 2\n";
+
+/* The message handler: adds a traceback (lua.c's msghandler). */
+static int msghandler(lua_State *L)
+{
+    const char *msg = lua_tostring(L, 1);
+    if (!msg) {
+        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;
+        msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    }
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+static int run(int argc, char **argv)
+{
+    if (argc < 3) {
+        fprintf(stderr, "retort run: needs a recipe file\n\n%s", usage);
+        return 2;
+    }
+    lua_State *L = luaL_newstate();
+    if (!L) {
+        fprintf(stderr, "retort: cannot create a Lua state (out of memory)\n");
+        return 1;
+    }
+    luaL_openlibs(L);
+    /* require "retort" finds the built-in module first. */
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+    lua_pushcfunction(L, luaopen_retort);
+    lua_setfield(L, -2, "retort");
+    lua_pop(L, 1);
+    /* arg: [0] = the recipe, [1..] = its arguments, [-1] = "retort run" */
+    lua_createtable(L, argc, 2);
+    lua_pushstring(L, argv[0]);
+    lua_rawseti(L, -2, -1);
+    for (int i = 2; i < argc; i++) {
+        lua_pushstring(L, argv[i]);
+        lua_rawseti(L, -2, i - 2);
+    }
+    lua_setglobal(L, "arg");
+    lua_pushcfunction(L, msghandler);
+    int status = luaL_loadfilex(L, argv[2], "t");
+    if (status == LUA_OK) {
+        for (int i = 3; i < argc; i++) lua_pushstring(L, argv[i]);
+        status = lua_pcall(L, argc - 3, 0, 1);
+    }
+    if (status != LUA_OK) {
+        const char *msg = lua_tostring(L, -1);
+        fflush(stdout);
+        fprintf(stderr, "retort: %s\n", msg ? msg : "(error without a message)");
+    }
+    lua_close(L);
+    return status == LUA_OK ? 0 : 1;
+}
+
+static int plugins(int argc, char **argv)
+{
+    rt_ctx *ctx = rt_ctx_new();
+    rt_registry *reg = rt_registry_new();
+    if (!ctx || !reg) {
+        fprintf(stderr, "retort: out of memory\n");
+        return 1;
+    }
+    int rc = 0;
+    if (rt_registry_load_default(reg, ctx)) fprintf(stderr, "retort: warning: %s\n", rt_ctx_message(ctx));
+    if (argc < 3) {
+        printf("plugins (built-in folder %s):\n", rt_builtin_plugin_dir());
+        static const rt_kind kinds[] = {RT_KIND_TEACHER, RT_KIND_STUDENT, RT_KIND_LOSS};
+        for (int k = 0; k < 3; k++) {
+            printf("%ss:\n", rt_kind_name(kinds[k]));
+            for (int i = 0; i < rt_registry_count(reg); i++) {
+                const rt_plugin_desc *d = rt_registry_at(reg, i);
+                if (d->kind == kinds[k]) printf("  %-14s %-7s %s\n", d->name, d->version, d->summary);
+            }
+        }
+        printf("\n'retort plugins NAME' shows a plugin's options.\n");
+    } else {
+        int found = 0;
+        for (int i = 0; i < rt_registry_count(reg); i++) {
+            const rt_plugin_desc *d = rt_registry_at(reg, i);
+            if (!strcmp(d->name, argv[2])) {
+                if (found++) printf("\n");
+                rt_options_print_help(d, stdout);
+                printf("  file: %s\n", rt_registry_path_at(reg, i));
+            }
+        }
+        if (!found) {
+            const rt_plugin_desc *d = NULL;
+            for (int k = 1; k <= 3 && !d; k++) d = rt_registry_find(reg, ctx, (rt_kind)k, argv[2]);
+            fprintf(stderr, "retort plugins: no plugin '%s'; 'retort plugins' lists them\n", argv[2]);
+            rc = 1;
+        }
+    }
+    rt_registry_free(reg);
+    rt_ctx_free(ctx);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        fputs(usage, argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("retort %s (plugin ABI %d.%d, %s, OpenBLAS %s, %d threads)\n", RT_VERSION, RT_ABI_MAJOR, RT_ABI_MINOR,
+               LUA_RELEASE, rt_blas_core(), rt_get_threads());
+        return 0;
+    }
+    if (!strcmp(argv[1], "run")) return run(argc, argv);
+    if (!strcmp(argv[1], "plugins")) return plugins(argc, argv);
+    fprintf(stderr, "retort: unknown command '%s'\n\n%s", argv[1], usage);
+    return 2;
+}

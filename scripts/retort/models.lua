@@ -1,0 +1,24 @@
+-- models.lua: constructors with Lua conveniences over the C ones.
+local rt = ...
+local util = rt.util
+local c_student, c_teacher, c_loss = rt.student, rt.teacher, rt.loss
+
+function rt.student(name, opts) return util.call(c_student, name, opts) end
+function rt.loss(name, opts) return util.call(c_loss, name, opts) end
+
+-- rt.teacher(name, opts).  For "model", opts.student may be a live student:
+-- the teacher gets its architecture, options and a copy of its weights.
+function rt.teacher(name, opts)
+  if type(opts) == "table" and opts.student ~= nil then
+    if name ~= "model" then error("rt.teacher: 'student' is an option of the 'model' teacher only", 2) end
+    local s = opts.student
+    for k in pairs(opts) do
+      if k ~= "student" then error(("rt.teacher: 'student' and '%s' do not go together"):format(k), 2) end
+    end
+    local t = util.call(c_teacher, "model", { arch = s:name(), options = rt.json_decode(s:options_json()),
+                                             random_init = true })
+    util.call(rt.copy_parameters, t, s)
+    return t
+  end
+  return util.call(c_teacher, name, opts)
+end

@@ -1,0 +1,357 @@
+-- train.lua: evaluate, fit and distill.
+--
+-- distill runs the loop of DESIGN.md by hand-written steps over the C
+-- bindings: teacher signal, student forward, every weighted loss term's
+-- forward and backward into one gradient, student backward, optimizer
+-- step.  Everything heavy is C; this file is bookkeeping: schedules,
+-- logging each term separately, evaluation, checkpoints and resume.
+local rt = ...
+local util = rt.util
+
+-- ------------------------------------------------------------- evaluate
+
+local function forward_eval(model, x)
+  if model:kind() == "student" then return model:forward(x, false) end
+  return model:forward(x)
+end
+
+-- rt.evaluate(model, data [, {teacher = t, batch = 1000}]) ->
+--   { accuracy, samples, seconds [, agreement, kl] }
+-- accuracy: top-1 against the labels; agreement: top-1 equal to the
+-- teacher's; kl: mean over samples of KL(teacher || model) at T = 1.
+function rt.evaluate(model, data, o)
+  o = o or {}
+  util.check_keys(o, { teacher = 1, batch = 1 }, "rt.evaluate", 2)
+  local correct, agree, kl, n = 0, 0, 0.0, 0
+  local has_labels = data:y() ~= nil
+  local t0 = rt.clock()
+  for x, y in data:batches(o.batch or 1000) do
+    local z = forward_eval(model, x)
+    if has_labels then correct = correct + rt.count_correct(z, y) end
+    if o.teacher then
+      local tz = o.teacher:forward(x)
+      agree = agree + rt.count_agree(z, tz)
+      kl = kl + rt.kl_sum(tz, z, 1)
+    end
+    n = n + #x
+  end
+  local r = { samples = n, seconds = rt.clock() - t0 }
+  if has_labels then r.accuracy = correct / n end
+  if o.teacher then
+    r.agreement = agree / n
+    r.kl = kl / n
+  end
+  return r
+end
+
+-- ------------------------------------------------------------- progress
+
+local Progress = {}
+Progress.__index = Progress
+
+local function new_progress(quiet, label, total)
+  return setmetatable({ quiet = quiet, tty = rt.isatty(2), label = label, total = total, last = 0,
+                        t0 = rt.clock() }, Progress)
+end
+
+function Progress:update(done, text)
+  if self.quiet then return end
+  local now = rt.clock()
+  if self.tty then
+    if now - self.last < 0.1 and done < self.total then return end
+    local width = 24
+    local fill = math.floor(width * done / self.total)
+    local rate = done / math.max(now - self.t0, 1e-9)
+    local eta = (self.total - done) / math.max(rate, 1e-9)
+    io.stderr:write(("\r%s [%s%s] %d/%d %5.0f/s eta %3.0fs %s\27[K"):format(self.label, ("#"):rep(fill),
+      (" "):rep(width - fill), done, self.total, rate, eta, text or ""))
+    self.last = now
+  elseif now - self.last >= 5 then
+    -- not a terminal: a plain line every few seconds
+    if self.last > 0 then io.stderr:write(("%s %d/%d %s\n"):format(self.label, done, self.total, text or "")) end
+    self.last = now
+  end
+end
+
+function Progress:finish()
+  if not self.quiet and self.tty then io.stderr:write("\r\27[K") end
+end
+
+-- ----------------------------------------------------------- loss terms
+
+-- Accepts {{loss, weight}, ...}, {loss = l, weight = w}, a single loss, or
+-- a list of losses (weight 1).  weight: number or function(epoch, step).
+local function normalize_terms(spec, level)
+  local terms = {}
+  local function add(l, w, name)
+    if type(l) ~= "userdata" or not pcall(l.needs, l) then
+      error("distill: each loss term needs a loss (from rt.loss or a Lua loss)", level + 2)
+    end
+    w = w == nil and 1 or w
+    if type(w) ~= "number" and type(w) ~= "function" then
+      error("distill: a loss weight must be a number or a function(epoch, step)", level + 2)
+    end
+    local needs_teacher, needs_target = l:needs()
+    terms[#terms + 1] = { loss = l, weight = w, name = name or l:name(), needs_teacher = needs_teacher,
+                          needs_target = needs_target }
+  end
+  if type(spec) == "userdata" then
+    add(spec, 1)
+  elseif type(spec) == "table" then
+    if spec.loss then
+      add(spec.loss, spec.weight, spec.name)
+    else
+      for _, t in ipairs(spec) do
+        if type(t) == "userdata" then add(t, 1)
+        elseif type(t) == "table" then add(t[1] or t.loss, t[2] or t.weight, t.name)
+        else error("distill: 'loss' entries are {loss, weight}", level + 1) end
+      end
+    end
+  else
+    error("distill: 'loss' must be a loss or a list of {loss, weight}", level + 1)
+  end
+  -- Two terms from the same plugin get distinct names in the logs.
+  local seen = {}
+  for _, t in ipairs(terms) do
+    seen[t.name] = (seen[t.name] or 0) + 1
+    if seen[t.name] > 1 then t.name = t.name .. seen[t.name] end
+  end
+  return terms
+end
+
+-- ---------------------------------------------------------- checkpoints
+
+local CHECKPOINT = "last.safetensors"
+
+-- Writes params + optimizer state + the run's position atomically.
+local function save_checkpoint(path, student, opt, meta_extra)
+  local list = {}
+  for _, p in ipairs(student:parameters()) do list[#list + 1] = { p.name, p.value } end
+  local state, steps = opt:state()
+  for _, s in ipairs(state) do list[#list + 1] = { "optim." .. s.name, s.value } end
+  local meta = {
+    ["retort.kind"] = "student", ["retort.plugin"] = student:name(),
+    ["retort.options"] = student:options_json(), ["retort.version"] = rt.version,
+    ["run.optim_steps"] = tostring(steps), ["run.rng"] = rt.rng_state(),
+  }
+  for k, v in pairs(meta_extra) do meta[k] = v end
+  rt.save(path, list, meta)
+end
+
+local function load_checkpoint(path, student, opt)
+  local tensors, meta = rt.load(path)
+  if meta["retort.plugin"] ~= student:name() or meta["retort.options"] ~= student:options_json() then
+    error(("resume: %s holds a %s student with options %s, this run has %s with %s"):format(path,
+      tostring(meta["retort.plugin"]), tostring(meta["retort.options"]), student:name(), student:options_json()), 0)
+  end
+  for _, p in ipairs(student:parameters()) do
+    local t = tensors[p.name]
+    if not t then error(("resume: %s has no tensor '%s'"):format(path, p.name), 0) end
+    p.value:copy(t)
+  end
+  local steps = tonumber(meta["run.optim_steps"]) or 0
+  if steps > 0 then
+    local state = {}
+    for name, t in pairs(tensors) do
+      local s = name:match("^optim%.(.*)$")
+      if s then state[s] = t end
+    end
+    opt:restore(student, state, steps)
+  end
+  rt.set_rng_state(meta["run.rng"])
+  return meta
+end
+
+-- ------------------------------------------------------------- distill
+
+local DISTILL_KEYS = {
+  teacher = 1, student = 1, data = 1, eval = 1, loss = 1, optimizer = 1, schedule = 1, epochs = 1, batch = 1,
+  seed = 1, out = 1, resume = 1, quiet = 1, log_every = 1, cache_teacher = 1, name = 1, eval_teacher = 1,
+  on_epoch = 1,
+}
+
+-- rt.distill{ teacher, student, data, eval, loss, optimizer, schedule,
+--             epochs = 10, batch = 128, seed = 1, out, resume = false,
+--             quiet = false, log_every = 50, cache_teacher = true,
+--             eval_teacher, on_epoch = function(row) }
+-- Returns { history = {per-epoch rows}, test = last eval row, out = dir,
+--           epoch_seconds = mean training seconds per epoch, steps }.
+-- eval_teacher: the teacher to measure agreement against (defaults to
+-- teacher); lets a plain-CE baseline report its agreement too.
+function rt.distill(cfg)
+  if type(cfg) ~= "table" then error("rt.distill: needs a table of settings", 2) end
+  util.check_keys(cfg, DISTILL_KEYS, "rt.distill", 2)
+  local student, teacher, data = cfg.student, cfg.teacher, cfg.data
+  if type(student) ~= "userdata" or not pcall(student.kind, student) or student:kind() ~= "student" then
+    error("rt.distill: 'student' must be a student (rt.student)", 2)
+  end
+  if teacher ~= nil and (not pcall(teacher.kind, teacher) or teacher:kind() ~= "teacher") then
+    error("rt.distill: 'teacher' must be a teacher (rt.teacher)", 2)
+  end
+  if type(data) ~= "userdata" or not pcall(data.size, data) then
+    error("rt.distill: 'data' must be a dataset (rt.data.idx, rt.dataset)", 2)
+  end
+  local terms = normalize_terms(cfg.loss or { { rt.loss("ce"), 1 } }, 2)
+  for _, t in ipairs(terms) do
+    if t.needs_teacher and not teacher then
+      error(("rt.distill: loss '%s' needs a teacher and none was given"):format(t.name), 2)
+    end
+    if t.needs_target and data:y() == nil then
+      error(("rt.distill: loss '%s' needs labels and the data has none"):format(t.name), 2)
+    end
+  end
+  local epochs, bs, seed = cfg.epochs or 10, cfg.batch or 128, cfg.seed or 1
+  local opt = cfg.optimizer or rt.optim.adam{}
+  local n = data:size()
+  local steps_per_epoch = math.ceil(n / bs)
+  local schedule = cfg.schedule
+  if rt.schedule.is(schedule) and schedule.kind == "cosine" and not schedule.total then
+    schedule.total = epochs * steps_per_epoch
+  end
+  local function lr_at(step)
+    if schedule == nil then return opt:lr() end
+    return schedule(step)
+  end
+  local eval_teacher = cfg.eval_teacher or teacher
+  local log_every = cfg.log_every or 50
+
+  -- run folder, metrics, resume (which restores the RNG seeded here)
+  rt.seed(seed)
+  local out, metrics = cfg.out, nil
+  local history, start_epoch, step = {}, 0, 0
+  if out then
+    local ok, err = rt.mkdir(out)
+    if not ok then error("rt.distill: " .. err, 2) end
+    local ck = out .. "/" .. CHECKPOINT
+    if cfg.resume and rt.exists(ck) then
+      local meta = util.call(load_checkpoint, ck, student, opt)
+      start_epoch = tonumber(meta["run.epoch"]) + 1
+      step = tonumber(meta["run.step"])
+      history = rt.json_decode(meta["run.history"] or "[]")
+    elseif not cfg.resume then
+      os.remove(out .. "/metrics.jsonl")
+    end
+    metrics = util.jsonl(out .. "/metrics.jsonl")
+  end
+
+  -- The teacher's logits for the whole training set, once: the data has
+  -- no augmentation, so they do not change between epochs.
+  local cache
+  if teacher and cfg.cache_teacher ~= false and start_epoch < epochs then
+    local t0 = rt.clock()
+    local pos = 1
+    for x in data:batches(1000) do
+      local z = teacher:forward(x)
+      if not cache then cache = rt.zeros({ n, z:size(2) }) end
+      cache:narrow(1, pos, #x):copy(z)
+      pos = pos + #x
+    end
+    cache = rt.dataset(cache)
+    if not cfg.quiet then
+      io.stderr:write(("teacher logits cached for %d samples in %.1fs\n"):format(n, rt.clock() - t0))
+    end
+  end
+
+  local grad, tbuf
+  local name = cfg.name or (teacher and "distill" or "fit")
+  local train_seconds = 0
+  for epoch = start_epoch, epochs - 1 do
+    local sums, count = {}, 0
+    for i = 1, #terms do sums[i] = 0 end
+    local progress = new_progress(cfg.quiet, ("%s %d/%d"):format(name, epoch + 1, epochs), steps_per_epoch)
+    local t0 = rt.clock()
+    local b = 0
+    for x, y, idx in data:batches(bs, { shuffle = true, seed = seed, epoch = epoch }) do
+      local tz
+      if teacher then
+        if cache then
+          if #idx == bs then
+            tbuf = tbuf or cache:gather(idx)
+            tz = cache:gather(idx, tbuf)
+          else
+            tz = cache:gather(idx)
+          end
+        else
+          tz = teacher:forward(x)
+        end
+      end
+      local s = student:forward(x, true)
+      if grad == nil or #grad ~= #s then grad = rt.zeros(s:shape()) else grad:fill(0) end
+      local total = 0
+      local values = {}
+      for i, t in ipairs(terms) do
+        local w = t.weight
+        if type(w) == "function" then w = w(epoch, step) end
+        local v = t.loss:forward(s, t.needs_teacher and tz or nil, t.needs_target and y or nil, epoch, step)
+        if v ~= v or v == math.huge or v == -math.huge then
+          error(("%s: step %d (epoch %d): loss term '%s' is %s"):format(name, step, epoch + 1, t.name, tostring(v)), 0)
+        end
+        if w ~= 0 then
+          t.loss:backward(s, t.needs_teacher and tz or nil, t.needs_target and y or nil, epoch, step, w, grad)
+        end
+        sums[i] = sums[i] + v * #x
+        values[t.name] = v
+        total = total + w * v
+      end
+      student:backward(grad)
+      local lr = lr_at(step)
+      opt:step(student, lr)
+      count = count + #x
+      b = b + 1
+      if metrics and log_every > 0 and step % log_every == 0 then
+        metrics.write{ event = "step", epoch = epoch + 1, step = step, lr = lr, loss = total, terms = values }
+      end
+      step = step + 1
+      progress:update(b, ("loss %.4f"):format(total))
+    end
+    progress:finish()
+    local seconds = rt.clock() - t0
+    train_seconds = train_seconds + seconds
+    local row = { epoch = epoch + 1, step = step, seconds = seconds, samples_per_second = count / seconds,
+                  lr = lr_at(math.max(step - 1, 0)), train = {} }
+    for i, t in ipairs(terms) do row.train[t.name] = sums[i] / count end
+    if cfg.eval then
+      local r = rt.evaluate(student, cfg.eval, { teacher = eval_teacher })
+      row.test = { accuracy = r.accuracy, agreement = r.agreement, kl = r.kl }
+    end
+    history[#history + 1] = row
+    if metrics then
+      metrics.write{ event = "epoch", epoch = row.epoch, step = step, seconds = seconds,
+                     samples_per_second = row.samples_per_second, train = row.train, test = row.test }
+    end
+    if not cfg.quiet then
+      local parts = {}
+      for _, t in ipairs(terms) do parts[#parts + 1] = ("%s %.4f"):format(t.name, row.train[t.name]) end
+      local test = ""
+      if row.test then
+        test = ("  test acc %.2f%%"):format(100 * (row.test.accuracy or 0))
+        if row.test.agreement then test = test .. ("  agree %.2f%%"):format(100 * row.test.agreement) end
+      end
+      io.stderr:write(("%s epoch %d/%d  %s%s  %.1fs\n"):format(name, epoch + 1, epochs, table.concat(parts, "  "),
+        test, seconds))
+    end
+    if out then
+      save_checkpoint(out .. "/" .. CHECKPOINT, student, opt, {
+        ["run.epoch"] = tostring(epoch), ["run.step"] = tostring(step), ["run.history"] = rt.json_encode(history),
+        ["run.seed"] = tostring(seed),
+      })
+    end
+    if cfg.on_epoch then cfg.on_epoch(row) end
+  end
+  if metrics then metrics.close() end
+  local epochs_run = epochs - start_epoch
+  return {
+    history = history, test = history[#history] and history[#history].test, out = out, steps = step,
+    epoch_seconds = epochs_run > 0 and train_seconds / epochs_run or nil,
+    checkpoint = out and (out .. "/" .. CHECKPOINT),
+  }
+end
+
+-- rt.fit{ student, data, eval, loss = ce, ... }: supervised training (no
+-- teacher), e.g. of a teacher.  Same settings and result as distill.
+function rt.fit(cfg)
+  if type(cfg) ~= "table" then error("rt.fit: needs a table of settings", 2) end
+  if cfg.teacher then error("rt.fit: trains without a teacher; use rt.distill", 2) end
+  cfg.name = cfg.name or "fit"
+  return util.call(rt.distill, cfg)
+end

@@ -1,0 +1,159 @@
+-- util.lua: recipe arguments, tables for people, error positions.
+local rt = ...
+local util = {}
+rt.util = util
+
+-- Re-raises a failed pcall's message at `level` above the caller, without
+-- the library's own position, so an error in a recipe's call to a library
+-- function points at the recipe's line.
+function util.rethrow(msg, level)
+  if type(msg) == "string" then msg = msg:gsub("^[^:\n]*%.lua:%d+: ", "", 1) end
+  error(msg, (level or 1) + 1)
+end
+
+-- Calls f(...) and re-raises its error at the caller's caller.
+function util.call(f, ...)
+  local r = table.pack(pcall(f, ...))
+  if not r[1] then util.rethrow(r[2], 2) end
+  return table.unpack(r, 2, r.n)
+end
+
+local function closest(name, names)
+  local best, bd = nil, math.huge
+  for _, n in ipairs(names) do
+    -- Levenshtein distance, small strings only
+    local a, b = name, n
+    local prev = {}
+    for j = 0, #b do prev[j] = j end
+    for i = 1, #a do
+      local cur = { [0] = i }
+      for j = 1, #b do
+        local c = (a:sub(i, i) == b:sub(j, j)) and 0 or 1
+        cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + c)
+      end
+      prev = cur
+    end
+    if prev[#b] < bd then best, bd = n, prev[#b] end
+  end
+  if bd <= math.max(1, #name // 3) then return best end
+end
+util.closest = closest
+
+-- Checks a table's keys against a list of known names; level as error().
+function util.check_keys(t, known, what, level)
+  local names = {}
+  for k in pairs(known) do names[#names + 1] = k end
+  table.sort(names)
+  for k in pairs(t) do
+    if known[k] == nil then
+      local best = type(k) == "string" and closest(k, names)
+      error(("%s: unknown field '%s'%s"):format(what, tostring(k),
+        best and (" (did you mean '" .. best .. "'?)") or (" (fields: " .. table.concat(names, ", ") .. ")")),
+        (level or 1) + 1)
+    end
+  end
+end
+
+-- Parses recipe arguments "--name value", "--name=value", "--flag" into a
+-- copy of defaults, converting to each default's type.  "--help" prints
+-- `help` and the defaults and exits.
+function util.args(argv, defaults, help)
+  local o = {}
+  for k, v in pairs(defaults) do o[k] = v end
+  local names = {}
+  for k in pairs(defaults) do names[#names + 1] = k end
+  table.sort(names)
+  local i = 1
+  argv = argv or {}
+  while i <= #argv do
+    local a = argv[i]
+    if a == "--help" or a == "-h" then
+      io.write(help or "", help and "\n" or "", "options (defaults):\n")
+      for _, k in ipairs(names) do
+        io.write(("  --%-18s %s\n"):format(k:gsub("_", "-"), tostring(defaults[k])))
+      end
+      os.exit(0)
+    end
+    local k, v = a:match("^%-%-([%w_%-]+)=(.*)$")
+    if not k then k = a:match("^%-%-([%w_%-]+)$") end
+    if not k then error(("argument '%s': expected --name [value]"):format(a), 0) end
+    k = k:gsub("%-", "_")
+    local def = defaults[k]
+    if def == nil then
+      local best = closest(k, names)
+      error(("unknown argument --%s%s (--help lists them)"):format(k:gsub("_", "-"),
+        best and (" (did you mean --" .. best:gsub("_", "-") .. "?)") or ""), 0)
+    end
+    if type(def) == "boolean" then
+      if v == nil then v = "true" end
+      if v ~= "true" and v ~= "false" then error(("--%s takes true or false"):format(k), 0) end
+      o[k] = v == "true"
+    else
+      if v == nil then
+        i = i + 1
+        v = argv[i]
+        if v == nil then error(("--%s needs a value"):format(k), 0) end
+      end
+      if type(def) == "number" then
+        local n = tonumber(v)
+        if not n then error(("--%s must be a number, got '%s'"):format(k, v), 0) end
+        o[k] = n
+      else
+        o[k] = v
+      end
+    end
+    i = i + 1
+  end
+  return o
+end
+
+-- Formats rows (lists of values) under headers as aligned text, or as a
+-- Markdown table when markdown is true.
+function util.format_table(headers, rows, markdown)
+  local w = {}
+  local function cell(v)
+    if type(v) == "number" and math.type(v) == "float" then return ("%.4g"):format(v) end
+    return tostring(v == nil and "" or v)
+  end
+  local all = { headers }
+  for _, r in ipairs(rows) do all[#all + 1] = r end
+  for _, r in ipairs(all) do
+    for j = 1, #headers do w[j] = math.max(w[j] or 0, #cell(r[j])) end
+  end
+  local out = {}
+  for n, r in ipairs(all) do
+    local cells = {}
+    for j = 1, #headers do
+      local c = cell(r[j])
+      cells[j] = (j == 1) and (c .. (" "):rep(w[j] - #c)) or ((" "):rep(w[j] - #c) .. c)
+    end
+    out[#out + 1] = markdown and ("| " .. table.concat(cells, " | ") .. " |") or table.concat(cells, "  ")
+    if n == 1 then
+      local sep = {}
+      for j = 1, #headers do sep[j] = (markdown and j > 1) and (("-"):rep(w[j] - 1) .. ":") or ("-"):rep(w[j]) end
+      out[#out + 1] = markdown and ("| " .. table.concat(sep, " | ") .. " |") or table.concat(sep, "  ")
+    end
+  end
+  return table.concat(out, "\n")
+end
+
+-- Appends one JSON object per line to path, flushed each time.
+function util.jsonl(path)
+  local f, err = io.open(path, "a")
+  if not f then error("metrics: " .. err, 2) end
+  return {
+    write = function(obj)
+      f:write(rt.json_encode(obj), "\n")
+      f:flush()
+    end,
+    close = function() f:close() end,
+  }
+end
+
+function util.read_file(path)
+  local f, err = io.open(path, "rb")
+  if not f then return nil, err end
+  local s = f:read("a")
+  f:close()
+  return s
+end
