@@ -126,7 +126,8 @@ void rt_bias_act_ref(float *y, const float *b, int64_t N, int64_t D,
                      rt_act act, float *pre);
 /* dy[N,D] in place: grad wrt output -> grad wrt pre-activation, using the
  * forward output y (relu, tanh) or pre (gelu).  db[D] += column sums of
- * the result if db is not NULL. */
+ * the result if db is not NULL.  gelu with pre NULL sets dy to NaN (a
+ * caller's bug made visible to the finiteness checks, not a crash). */
 void rt_bias_act_backward(float *dy, const float *y, const float *pre,
                           int64_t N, int64_t D, rt_act act, float *db);
 void rt_bias_act_backward_ref(float *dy, const float *y, const float *pre,
