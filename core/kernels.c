@@ -9,9 +9,10 @@
  * takes a loop only when its trip count is a known multiple of the vector
  * width and no alias check is needed.  So the fast loops run in blocks of
  * VW with a fixed-trip inner loop (VLOOP), take restrict pointers, and keep
- * reductions in VW separate accumulators.  expf stays a scalar call (libmvec
- * needs -ffast-math); at ~2 ns it is cheap next to the GEMMs.  tanhf is
- * ~6x dearer, so gelu is written through expf (see gelu_fwd).
+ * reductions in VW separate accumulators.  libm's expf and tanhf stay
+ * scalar calls without -ffast-math, so the loops that need exp use vexpf,
+ * an inline Cephes-style expf (about 1 ulp) that vectorises; gelu is
+ * written through it (see gelu_fwd).
  */
 #include "retort.h"
 
@@ -35,6 +36,34 @@
             body                                                               \
         }                                                                      \
     } while (0)
+
+/* exp(x) for float x: 2^n * p(r), n = round(x / ln 2), r = x - n ln 2 (in
+ * two parts, Cody-Waite), p the Cephes expf polynomial; about 1 ulp.
+ * exp(-inf) = 0 (softmax's masked entries), below -88 it flushes to 0,
+ * above 88 it is inf, NaN stays NaN.  Written for gcc -O2's vectoriser:
+ * ternaries, not fminf/fmaxf; rounding by adding 1.5 * 2^23, not floorf;
+ * a union, not memcpy, for the bits. */
+static inline float vexpf(float x)
+{
+    float c = x > -88.0f ? x : -88.0f; /* NaN -> -88: the int cast below is defined */
+    c = c < 88.0f ? c : 88.0f;
+    float n = (c * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    float r = c - n * 0.693359375f;
+    r = r + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    union { int32_t i; float f; } scale;
+    scale.i = ((int32_t)n + 127) * (1 << 23); /* n in [-127, 127] */
+    float y = p * scale.f;
+    y = x < -88.0f ? 0.0f : y;
+    y = x > 88.0f ? INFINITY : y;
+    return x != x ? x : y;
+}
 
 /* sqrt(2/pi) and the cubic coefficient of PyTorch's gelu(approximate="tanh"). */
 #define GELU_K 0.7978845608028654
@@ -119,7 +148,7 @@ const char *rt_act_name(rt_act a)
 static inline float gelu_fwd(float x)
 {
     float u = (float)GELU_K * (x + (float)GELU_C * x * x * x);
-    return x / (1.0f + expf(-2.0f * u));
+    return x / (1.0f + vexpf(-2.0f * u));
 }
 
 /* d gelu / dx with s = sigmoid(2u): 1 + tanh = 2s, 1 - tanh^2 = 4s(1-s). */
@@ -127,7 +156,7 @@ static inline float gelu_grad(float x)
 {
     float x2 = x * x;
     float u = (float)GELU_K * (x + (float)GELU_C * x2 * x);
-    float s = 1.0f / (1.0f + expf(-2.0f * u));
+    float s = 1.0f / (1.0f + vexpf(-2.0f * u));
     return s + 2.0f * x * s * (1.0f - s) * (float)GELU_K *
                    (1.0f + 3.0f * (float)GELU_C * x2);
 }
@@ -140,9 +169,7 @@ static void bias_act_row(float *restrict y, const float *restrict b, int64_t D,
     if (pre) memcpy(pre, y, (size_t)D * sizeof *y);
     switch (act) {
     case RT_ACT_RELU: VLOOP(j, D, y[j] = y[j] > 0.0f ? y[j] : 0.0f;); break;
-    case RT_ACT_GELU:
-        for (int64_t j = 0; j < D; j++) y[j] = gelu_fwd(y[j]);
-        break;
+    case RT_ACT_GELU: VLOOP(j, D, y[j] = gelu_fwd(y[j]);); break;
     case RT_ACT_TANH:
         for (int64_t j = 0; j < D; j++) y[j] = tanhf(y[j]);
         break;
@@ -198,7 +225,7 @@ static void backward_row(float *restrict dy, const float *restrict y,
             VLOOP(j, D, dy[j] = NAN;);
             break;
         }
-        for (int64_t j = 0; j < D; j++) dy[j] *= gelu_grad(pre[j]);
+        VLOOP(j, D, dy[j] *= gelu_grad(pre[j]););
         break;
     default: break;
     }
@@ -266,37 +293,45 @@ __attribute__((noinline)) static float row_max(const float *restrict x, int64_t 
     return r;
 }
 
-/* out = (x - m) * a + c; out may equal x (then the in-place loop runs, so
- * the restrict loop never sees aliased pointers). */
-static void shift_scale(const float *x, float *out, int64_t n, float m, float a,
-                        float c)
+/* out[j] = expr, an expression of v = x[j].  out may equal x: then the
+ * in-place loop runs on one pointer, so the restrict loop never sees
+ * aliased pointers. */
+#define MAP_ROW(x, out, n, expr)                                               \
+    do {                                                                       \
+        if ((const float *)(x) == (out)) {                                     \
+            float *o_ = (out);                                                 \
+            VLOOP(j_, n, float v = o_[j_]; o_[j_] = (expr););                  \
+        } else {                                                               \
+            const float *restrict x_ = (x);                                    \
+            float *restrict o_ = (out);                                        \
+            VLOOP(j_, n, float v = x_[j_]; o_[j_] = (expr););                  \
+        }                                                                      \
+    } while (0)
+
+/* sum_j exp((x[j] - m) a) */
+static float exp_sum(const float *restrict x, int64_t n, float m, float a)
 {
-    if (x == out) {
-        VLOOP(j, n, out[j] = (out[j] - m) * a + c;);
-        return;
-    }
-    const float *restrict xs = x;
-    float *restrict os = out;
-    VLOOP(j, n, os[j] = (xs[j] - m) * a + c;);
+    float acc[VW] = {0}, s = 0;
+    int64_t j = 0;
+    for (; j + VW <= n; j += VW)
+        for (int k = 0; k < VW; k++) acc[k] += vexpf((x[j + k] - m) * a);
+    for (; j < n; j++) s += vexpf((x[j] - m) * a);
+    for (int k = 0; k < VW; k++) s += acc[k];
+    return s;
 }
 
-/* A row of softmax(x / T).  The max of x / T is max(x) / T for T > 0, so the
- * shift happens before the division.  An all -inf row gives -inf - -inf =
- * NaN throughout, as documented. */
+/* Rows of softmax(x / T).  The max of x / T is max(x) / T for T > 0, so the
+ * shift happens before the division.  exp is formed twice (sum, then
+ * output) rather than stored, which keeps out == x safe and costs little
+ * with vexpf.  An all -inf row gives -inf - -inf = NaN, as documented. */
 void rt_softmax(const float *x, float *out, int64_t N, int64_t C, float T)
 {
     float inv = 1.0f / T;
     for (int64_t i = 0; i < N; i++) {
         const float *xr = x + i * C;
-        float *o = out + i * C;
-        float m = row_max(xr, C), s = 0;
-        for (int64_t j = 0; j < C; j++) {
-            float e = expf((xr[j] - m) * inv);
-            o[j] = e;
-            s += e;
-        }
-        float r = 1.0f / s;
-        VLOOP(j, C, o[j] *= r;);
+        float m = row_max(xr, C);
+        float r = 1.0f / exp_sum(xr, C, m, inv);
+        MAP_ROW(xr, out + i * C, C, vexpf((v - m) * inv) * r);
     }
 }
 
@@ -305,9 +340,9 @@ void rt_log_softmax(const float *x, float *out, int64_t N, int64_t C, float T)
     float inv = 1.0f / T;
     for (int64_t i = 0; i < N; i++) {
         const float *xr = x + i * C;
-        float m = row_max(xr, C), s = 0;
-        for (int64_t j = 0; j < C; j++) s += expf((xr[j] - m) * inv);
-        shift_scale(xr, out + i * C, C, m, inv, -logf(s));
+        float m = row_max(xr, C);
+        float ls = logf(exp_sum(xr, C, m, inv));
+        MAP_ROW(xr, out + i * C, C, (v - m) * inv - ls);
     }
 }
 
@@ -345,8 +380,8 @@ void rt_log_softmax_ref(const float *x, float *out, int64_t N, int64_t C,
 /* Per row, with lse = log sum exp(z) and target t = (1-eps) onehot + eps/C:
  *   loss = -sum_j t_j (z_j - lse) = lse - (1-eps) z_y - (eps/C) sum_j z_j
  *   d loss / d z_j = softmax(z)_j - t_j
- * Three passes over the row (max; sum of exp and of z; gradient): the
- * log-softmax is formed once and never stored. */
+ * Passes over the row: max; sum of exp (and of z when smoothing); gradient.
+ * The log-softmax is formed once and never stored. */
 double rt_cross_entropy(const float *logits, const int32_t *y, int64_t N,
                         int64_t C, float eps, float *grad, float scale)
 {
@@ -355,9 +390,8 @@ double rt_cross_entropy(const float *logits, const int32_t *y, int64_t N,
     float k = scale / (float)N, share = eps / (float)C;
     for (int64_t i = 0; i < N; i++) {
         const float *restrict z = logits + i * C;
-        float m = row_max(z, C), s = 0;
+        float m = row_max(z, C), s = exp_sum(z, C, m, 1.0f);
         float zs[VW] = {0};
-        for (int64_t j = 0; j < C; j++) s += expf(z[j] - m);
         if (eps != 0.0f) {
             int64_t j = 0;
             for (; j + VW <= C; j += VW)
@@ -372,7 +406,7 @@ double rt_cross_entropy(const float *logits, const int32_t *y, int64_t N,
         if (grad) {
             float *restrict g = grad + i * C;
             float l = (float)lse;
-            for (int64_t j = 0; j < C; j++) g[j] += k * (expf(z[j] - l) - share);
+            VLOOP(j, C, g[j] += k * (vexpf(z[j] - l) - share););
             g[yi] -= k * (1.0f - eps);
         }
     }

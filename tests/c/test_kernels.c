@@ -323,6 +323,34 @@ static void test_softmax_extremes(void)
     CHECK(isfinite(lp[0]));
 }
 
+/* Relative accuracy across the whole exponent range the kernels reach:
+ * softmax([0, -d]) = [1, e^-d] / (1 + e^-d) for d in [0, 87], and gelu
+ * over [-10, 10] (its tail is e^-x-sized). */
+static void test_exp_range(void)
+{
+    int bad = 0;
+    for (double d = 0; d <= 87; d += 0.0371) {
+        float x[2] = {0, (float)-d}, p[2], lp[2];
+        rt_softmax(x, p, 1, 2, 1.0f);
+        rt_log_softmax(x, lp, 1, 2, 1.0f);
+        double e = exp(-(double)(float)d), p1 = e / (1 + e), lp1 = -(double)(float)d - log1p(e);
+        bad += !(fabs(p[1] - p1) <= 1e-6 * p1) || !(fabs(p[0] - 1 / (1 + e)) <= 1e-6);
+        bad += !(fabs(lp[1] - lp1) <= 1e-6 * fabs(lp1) + 1e-7);
+    }
+    for (double v = -10; v <= 10; v += 0.0173) {
+        float y = (float)v, pre;
+        rt_bias_act(&y, NULL, 1, 1, RT_ACT_GELU, &pre);
+        /* 0.5 x (1 + tanh u) = x / (1 + e^-2u): the tanh form cancels in
+         * double too once x < -6.  Rounding u in float alone costs a
+         * relative |2u| ulps in e^-2u: the tolerance scales with it. */
+        double u = sqrt(2 / 3.14159265358979323846) * (pre + 0.044715 * pre * pre * pre);
+        double want = pre / (1 + exp(-2 * u));
+        bad += !(fabs(y - want) <= 2e-7 * (1 + fabs(2 * u)) * fabs(want) + 1e-37);
+    }
+    if (bad) fprintf(stderr, "  %d inaccurate values\n", bad);
+    CHECK(bad == 0);
+}
+
 /* --------------------------------------------------------- cross-entropy */
 
 /* Mean over rows of -sum_j t_j log softmax(z)_j, in double, from the
@@ -463,6 +491,7 @@ int main(void)
     RUN(test_bias_act_backward);
     RUN(test_softmax_random);
     RUN(test_softmax_extremes);
+    RUN(test_exp_range);
     RUN(test_ce_golden);
     RUN(test_ce_random_and_grad);
     RUN(test_argmax);
