@@ -283,12 +283,12 @@ static void sgd_momentum_pass(float *restrict p, const float *restrict g, float 
 
 static void adam_pass(float *restrict p, const float *restrict g, float *restrict m,
                       float *restrict v, int64_t n, float l2, float decay, float b1, float b2,
-                      float step_size, float bc2_sqrt, float eps)
+                      float step_size, float inv_bc2_sqrt, float eps)
 {
     float c1 = 1.0f - b1, c2 = 1.0f - b2;
     VLOOP(i, n, float pi = p[i]; float gi = g[i] + l2 * pi; float mi = b1 * m[i] + c1 * gi;
           float vi = b2 * v[i] + c2 * gi * gi; m[i] = mi; v[i] = vi;
-          p[i] = pi * decay - step_size * mi / (sqrtf(vi) / bc2_sqrt + eps););
+          p[i] = pi * decay - step_size * mi / (sqrtf(vi) * inv_bc2_sqrt + eps););
 }
 
 rt_status rt_optim_step(rt_optim *o, rt_ctx *ctx, const rt_param *params, int n, float lr)
@@ -331,7 +331,7 @@ rt_status rt_optim_step(rt_optim *o, rt_ctx *ctx, const rt_param *params, int n,
             float l2 = c->decoupled ? 0.0f : wd;
             float decay = c->decoupled ? 1.0f - lr * wd : 1.0f;
             adam_pass(p, g, rt_f32(o->t.state[s]), rt_f32(o->t.state[s + 1]), len, l2, decay,
-                      c->beta1, c->beta2, (float)(lr / bc1), (float)sqrt(bc2), c->eps);
+                      c->beta1, c->beta2, (float)(lr / bc1), (float)(1.0 / sqrt(bc2)), c->eps);
         }
     }
     o->fresh = 0;
