@@ -419,22 +419,28 @@ int rt_edit_distance(const char *a, const char *b);
 /* Finite-difference checks of a plugin's backward against its forward
  * (Torch7's nn.Jacobian), for the tests and for plugin authors.
  *
- * Numerical derivative: a five-point central difference
- *   (f(x-2h) - 8 f(x-h) + 8 f(x+h) - f(x+2h)) / 12h,
- * in double over the double the forward returns.  h is eps rounded to a
- * power of two (at least 16 ulps of x), so x +- h are exact in float32;
- * where they cannot be (huge x), a two-point difference over the offsets
- * actually stored is used.  An entry where the four one-sided slopes do
- * not change smoothly (a relu kink, a max switching sides inside the
- * stencil) is not differentiable there: it is skipped and counted.
+ * Numerical derivative: fourth-order five-point stencils in double over the
+ * double the forward returns, central
+ *   (f(x-2h) - 8 f(x-h) + 8 f(x+h) - f(x+2h)) / 12h
+ * and, next to a kink, one-sided.  h is eps rounded down to a power of two
+ * (at least a few ulps of x) so that x + k h is exact in float32; where it
+ * cannot be (huge x), a two-point difference over the offsets actually
+ * stored is used.  Steps from 16 eps down to eps/256 are tried until one
+ * matches to 1e-4: large steps beat float32 rounding noise, small ones
+ * step past kinks (relu) and functions that vary faster than eps (a
+ * softmax at T = 1e-3).  The best match counts: a correct backward matches
+ * at some step; a wrong one is wrong at every step.  A stencil whose
+ * slopes jump (it straddles a kink) is not used; an entry where every
+ * stencil does, or whose value is not finite, is skipped and counted.
  *
  * Error measure, per entry, analytic a and numerical n:
- *   |a - n| / max(|a| + |n|, floor),  floor = 1e-2 * max |a| over the
+ *   |a - n| / max(|a| + |n|, floor),  floor = 0.1 * max |a| over the
  *   tensor (and at least 1e-6),
- * so entries that are ~0 next to large ones compare on the tensor's
- * scale, not on float32 noise.  Identical zeros give 0.  max_rel_err is the
- * worst such value over every entry checked, including the accumulation
- * checks below; float32 plugins should reach <= 1e-3.
+ * so entries that are ~0 next to large ones compare on the tensor's scale
+ * (an error below ~1e-4 of its largest entry is float32 noise), not on
+ * their own.  Identical values give 0.  max_rel_err is the worst over
+ * every entry checked, including the accumulation checks below; float32
+ * plugins should reach <= 1e-3.
  */
 typedef struct rt_gradcheck_result {
     double max_rel_err; /* worst error (measure above) */

@@ -11,6 +11,7 @@
  * Options
  *   reduction  "mean"   mean | batchmean
  */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -44,8 +45,24 @@ static double divisor(const mse *m, const rt_tensor *z)
     return m->batchmean ? (double)z->shape[0] : (double)z->shape[0] * (double)z->shape[1];
 }
 
+/* A masked -inf logit (or a NaN) makes the squared error infinite: refuse
+ * it rather than hand training an infinite loss or gradient. */
+static rt_status check_finite(rt_ctx *ctx, const rt_loss_in *in)
+{
+    const float *s = rt_f32(in->student), *t = rt_f32(in->teacher->logits);
+    int64_t n = rt_numel(in->student), C = in->student->shape[1];
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(s[i]) || !isfinite(t[i]))
+            return api->error(ctx, RT_STATUS_ERR_NUMERIC,
+                              "%s logits[%lld, %lld] is %g: the squared error needs finite logits (a masked -inf?)",
+                              isfinite(s[i]) ? "teacher" : "student", (long long)(i / C), (long long)(i % C),
+                              (double)(isfinite(s[i]) ? t[i] : s[i]));
+    return RT_STATUS_OK;
+}
+
 static rt_status forward(void *self, rt_ctx *ctx, const rt_loss_in *in, double *value)
 {
+    if (check_finite(ctx, in)) return RT_STATUS_ERR_NUMERIC;
     const float *s = rt_f32(in->student), *t = rt_f32(in->teacher->logits);
     int64_t n = rt_numel(in->student);
     double total = 0;
@@ -62,6 +79,7 @@ static rt_status backward(void *self, rt_ctx *ctx, const rt_loss_in *in, float s
     const float *s = rt_f32(in->student), *t = rt_f32(in->teacher->logits);
     int64_t n = rt_numel(in->student);
     if (!n) return RT_STATUS_OK;
+    if (check_finite(ctx, in)) return RT_STATUS_ERR_NUMERIC;
     float f = (float)(2.0 * scale / divisor(self, in->student));
     float *g = rt_f32(grad);
     for (int64_t i = 0; i < n; i++) g[i] += f * (s[i] - t[i]);
