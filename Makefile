@@ -46,7 +46,9 @@ CORE_SRC := $(wildcard core/*.c)
 CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/obj/%.o)
 LUA_SRC  := $(filter-out core/lua/main.c,$(wildcard core/lua/*.c))
 LUA_OBJ  := $(LUA_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gen/lualib.o
-LUA_LIB_FILES := $(sort $(wildcard scripts/retort/*.lua))
+# util.lua first: the other chunks take rt.util when they load.
+LUA_LIB_FILES := scripts/retort/util.lua \
+  $(filter-out scripts/retort/util.lua,$(sort $(wildcard scripts/retort/*.lua)))
 PLUG_SRC := $(wildcard plugins/teachers/*.c plugins/losses/*.c plugins/students/*.c)
 PLUGINS  := $(addprefix $(PLUGDIR)/,$(notdir $(PLUG_SRC:.c=.so)))
 
@@ -92,7 +94,7 @@ endef
 $(foreach s,$(PLUG_SRC),$(eval $(call plugin_rule,$(s))))
 
 # ------------------------------------------------ Lua module and the command
-$(BUILD)/gen/lualib.c: $(LUA_LIB_FILES) core/lua/embed.lua
+$(BUILD)/gen/lualib.c: $(LUA_LIB_FILES) core/lua/embed.lua Makefile
 	@mkdir -p $(dir $@)
 	lua5.4 core/lua/embed.lua $@ $(LUA_LIB_FILES)
 
@@ -116,13 +118,18 @@ $(CLI): $(BUILD)/obj/core/lua/main.o $(LUA_OBJ) $(LIB)
 	  -L$(BUILD)/lib -lretort $(LUA_LIBS) $(PKG_LIBS) -lm -Wl,-rpath,'$$ORIGIN/../lib' \
 	  -Wl,-E
 
-$(BUILD)/lib/pkgconfig/retort.pc: Makefile
-	@mkdir -p $(dir $@)
-	@printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$${prefix}/lib' \
+# pkg-config file for out-of-tree plugins; written again by install with the
+# PREFIX given there, so the installed one always points at the install.
+RT_VERSION_STR = $(shell sed -n 's/^\#define RT_VERSION "\(.*\)"/\1/p' core/retort.h)
+write_pc = printf '%s\n' 'prefix=$(1)' 'libdir=$${prefix}/lib' \
 	  'includedir=$${prefix}/include' 'plugindir=$${libdir}/retort/plugins' '' \
 	  'Name: retort' 'Description: knowledge-distillation framework (plugin ABI)' \
-	  'Version: $(shell sed -n 's/^#define RT_VERSION "\(.*\)"/\1/p' core/retort.h)' \
-	  'Cflags: -I$${includedir}/retort' 'Libs: -L$${libdir} -lretort' > $@
+	  'Version: $(RT_VERSION_STR)' 'Cflags: -I$${includedir}/retort' \
+	  'Libs: -L$${libdir} -lretort' > $(2)
+
+$(BUILD)/lib/pkgconfig/retort.pc: Makefile core/retort.h
+	@mkdir -p $(dir $@)
+	@$(call write_pc,$(abspath $(BUILD)),$@)
 
 # ------------------------------------------------------------------- tests
 $(BUILD)/tests/%: tests/c/%.c tests/c/t.h $(LIB)
@@ -139,7 +146,13 @@ $(BUILD)/bench/%: bench/%.c $(LIB)
 	$(CC) $(CFLAGS_CORE) -o $@ $< $(LDSAN) -L$(BUILD)/lib -lretort $(PKG_LIBS) \
 	  -lm -Wl,-rpath,'$$ORIGIN/../lib'
 
-check: all $(TESTS) $(FIXTURES)
+# The out-of-tree example, built here with the same flags as the plugins.
+EXAMPLES := $(BUILD)/examples/cosine_logits.so
+$(BUILD)/examples/%.so: examples/custom_loss/%.c core/rt_plugin.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_PLUG) -shared -o $@ $< $(LDSAN) -lm -Wl,-z,defs
+
+check: all $(TESTS) $(FIXTURES) $(EXAMPLES)
 	@BUILD=$(BUILD) bash tests/run.sh
 
 test: deps
@@ -166,7 +179,7 @@ install: all
 	install -m 755 $(PLUGINS) $(DESTDIR)$(PREFIX)/lib/retort/plugins/
 	install -m 755 $(LUAMOD) $(DESTDIR)$(PREFIX)/lib/lua/5.4/retort.so
 	install -m 644 core/rt_plugin.h core/retort.h $(DESTDIR)$(PREFIX)/include/retort/
-	install -m 644 $(BUILD)/lib/pkgconfig/retort.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+	$(call write_pc,$(PREFIX),$(DESTDIR)$(PREFIX)/lib/pkgconfig/retort.pc)
 	-[ -z "$(DESTDIR)" ] && command -v ldconfig >/dev/null && ldconfig
 
 uninstall:

@@ -522,6 +522,8 @@ static int is_array(lua_State *L, int i)
     return n > 0 && count == n;
 }
 
+static int cmp_keys(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
 /* Appends the Lua value at index i as JSON; errors name the key path. */
 static void to_json(lua_State *L, sbuf *b, int i, int depth, const char *path)
 {
@@ -563,24 +565,36 @@ static void to_json(lua_State *L, sbuf *b, int i, int depth, const char *path)
         sb_addchar(L, b, ']');
         return;
     }
-    sb_addchar(L, b, '{');
-    int first = 1;
+    /* Objects are written with their keys sorted, so the same table gives
+     * the same text in every process (Lua randomises string hashing). */
+    int nkeys = 0;
     lua_pushnil(L);
     while (lua_next(L, i)) {
-        int vi = lua_gettop(L), ki = vi - 1;
-        if (lua_type(L, ki) != LUA_TSTRING)
-            luaL_error(L, "options: '%s' has a %s key (keys must be names)", path, luaL_typename(L, ki));
-        size_t kn;
-        const char *k = lua_tolstring(L, ki, &kn);
-        if (!first) sb_addchar(L, b, ',');
-        first = 0;
-        json_string(L, b, k, kn);
-        sb_addchar(L, b, ':');
-        char sub[256];
-        snprintf(sub, sizeof sub, "%s%s%s", path, *path ? "." : "", k);
-        to_json(L, b, vi, depth + 1, sub);
+        if (lua_type(L, -2) != LUA_TSTRING)
+            luaL_error(L, "options: '%s' has a %s key (keys must be names)", path, luaL_typename(L, -2));
+        nkeys++;
         lua_pop(L, 1);
     }
+    const char **keys = lua_newuserdatauv(L, sizeof(char *) * (size_t)(nkeys + 1), 0);
+    int ku = lua_gettop(L), k = 0;
+    lua_pushnil(L);
+    while (lua_next(L, i)) {
+        keys[k++] = lua_tostring(L, -2); /* anchored by the table at i */
+        lua_pop(L, 1);
+    }
+    qsort(keys, (size_t)nkeys, sizeof *keys, cmp_keys);
+    sb_addchar(L, b, '{');
+    for (k = 0; k < nkeys; k++) {
+        if (k) sb_addchar(L, b, ',');
+        json_string(L, b, keys[k], strlen(keys[k]));
+        sb_addchar(L, b, ':');
+        lua_getfield(L, i, keys[k]);
+        char sub[256];
+        snprintf(sub, sizeof sub, "%s%s%s", path, *path ? "." : "", keys[k]);
+        to_json(L, b, lua_gettop(L), depth + 1, sub);
+        lua_pop(L, 1);
+    }
+    lua_remove(L, ku);
     sb_addchar(L, b, '}');
 }
 
