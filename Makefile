@@ -6,6 +6,7 @@
 #   make test       deps + build + every test (prints "N passed, N failed")
 #   make test SAN=1 the same under AddressSanitizer + UBSan, in build-san/
 #   make bench      benchmarks (not tests)
+#   make fuzz       libFuzzer on the file readers, FUZZ_SECONDS each
 #   make install    PREFIX=/usr/local DESTDIR=
 #
 # The build tree mirrors the install tree, so the built-in plugin folder is
@@ -63,7 +64,7 @@ DEPS_PKGS := build-essential pkg-config liblua5.4-dev lua5.4 libopenblas-dev \
              libcjson-dev zlib1g-dev dataset-fashion-mnist
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps demo test check bench install uninstall clean check-plugins
+.PHONY: all deps demo test check bench fuzz install uninstall clean check-plugins
 all: $(LIB) $(PLUGINS) $(LUAMOD) $(CLI) $(BUILD)/lib/pkgconfig/retort.pc
 
 deps:
@@ -168,6 +169,24 @@ demo: deps
 bench: deps
 	@$(MAKE) --no-print-directory all $(BENCHES)
 	@for b in $(BENCHES); do $$b || exit 1; done
+
+# -------------------------------------------------------------------- fuzz
+# libFuzzer over the file readers (clang + libclang-rt-14-dev), each for
+# FUZZ_SECONDS; the corpus grows in $(BUILD)/fuzz/corpus-NAME.
+FUZZ_SECONDS ?= 30
+FUZZERS := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(wildcard tests/fuzz/*.c))
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(CORE_SRC) core/retort.h
+	@mkdir -p $(dir $@)
+	clang -std=c11 -D_GNU_SOURCE -g -O1 -fno-math-errno -fsanitize=fuzzer,address,undefined \
+	  -Icore $(PKG_CFLAGS) $< $(CORE_SRC) -o $@ $(PKG_LIBS) -ldl -lm
+
+fuzz: $(FUZZERS)
+	@for f in $(FUZZERS); do n=$$(basename $$f); mkdir -p $(BUILD)/fuzz/corpus-$$n; \
+	  echo "fuzz $$n: $(FUZZ_SECONDS)s"; \
+	  $$f -malloc_limit_mb=512 -timeout=2 -max_total_time=$(FUZZ_SECONDS) \
+	    $(BUILD)/fuzz/corpus-$$n > $(BUILD)/fuzz/$$n.log 2>&1 \
+	    || { tail -n 40 $(BUILD)/fuzz/$$n.log; exit 1; }; \
+	  tail -n 1 $(BUILD)/fuzz/$$n.log; done
 
 # ----------------------------------------------------------------- install
 install: all

@@ -21,21 +21,7 @@
 #include <math.h>
 #include <string.h>
 
-#define VW 8
-
-/* for (int64_t i = 0; i < n; i++) { body } in blocks of VW. */
-#define VLOOP(i, n, body)                                                      \
-    do {                                                                       \
-        int64_t i##_b = 0, i##_n = (n);                                        \
-        for (; i##_b + VW <= i##_n; i##_b += VW)                               \
-            for (int i##_k = 0; i##_k < VW; i##_k++) {                         \
-                int64_t i = i##_b + i##_k;                                     \
-                body                                                           \
-            }                                                                  \
-        for (int64_t i = i##_b; i < i##_n; i++) {                              \
-            body                                                               \
-        }                                                                      \
-    } while (0)
+#include "vec.h"
 
 /* exp(x) for float x: 2^n * p(r), n = round(x / ln 2), r = x - n ln 2 (in
  * two parts, Cody-Waite), p the Cephes expf polynomial; about 1 ulp.

@@ -19,22 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define VW 8
-
-/* As in kernels.c: blocks of VW with a fixed-trip inner loop, the form gcc's
- * -O2 vectoriser accepts. */
-#define VLOOP(i, n, body)                                                      \
-    do {                                                                       \
-        int64_t i##_b = 0, i##_n = (n);                                        \
-        for (; i##_b + VW <= i##_n; i##_b += VW)                               \
-            for (int i##_k = 0; i##_k < VW; i##_k++) {                         \
-                int64_t i = i##_b + i##_k;                                     \
-                body                                                           \
-            }                                                                  \
-        for (int64_t i = i##_b; i < i##_n; i++) {                              \
-            body                                                           \
-        }                                                                      \
-    } while (0)
+#include "vec.h"
 
 /* One parameter of the list the state is tied to. */
 typedef struct tied {

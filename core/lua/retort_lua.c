@@ -89,6 +89,16 @@ typedef struct ltensor {
     rt_tensor *t;
 } ltensor;
 
+/* Pushes an empty tensor userdata to be filled by the caller: it exists
+ * before the tensor does, so a failure after this never leaks. */
+static ltensor *new_tensor_slot(lua_State *L)
+{
+    ltensor *u = lua_newuserdatauv(L, sizeof *u, 0);
+    u->t = NULL;
+    luaL_setmetatable(L, MT_TENSOR);
+    return u;
+}
+
 /* Pushes t retaining it (the callee keeps its own reference). */
 static void rtL_pushborrowed(lua_State *L, rt_tensor *t)
 {
@@ -96,9 +106,7 @@ static void rtL_pushborrowed(lua_State *L, rt_tensor *t)
         lua_pushnil(L);
         return;
     }
-    ltensor *u = lua_newuserdatauv(L, sizeof *u, 0);
-    u->t = NULL;
-    luaL_setmetatable(L, MT_TENSOR);
+    ltensor *u = new_tensor_slot(L);
     rt_tensor_retain(t);
     u->t = t;
 }
@@ -178,9 +186,7 @@ static int l_tensor(lua_State *L)
     rt_dtype dt = rtL_checkdtype(L, 2, "f32");
     int64_t shape[RT_MAX_DIMS];
     int nd = nested_shape(L, 1, shape, 0);
-    ltensor *u = lua_newuserdatauv(L, sizeof *u, 0);
-    u->t = NULL;
-    luaL_setmetatable(L, MT_TENSOR);
+    ltensor *u = new_tensor_slot(L);
     if (!(u->t = rt_tensor_new(S(L)->ctx, dt, nd, shape))) return rtL_fail(L);
     int64_t flat = 0;
     nested_fill(L, 1, u->t, 0, &flat);
@@ -193,9 +199,7 @@ static int l_zeros(lua_State *L)
     int64_t shape[RT_MAX_DIMS];
     int nd = rtL_checkshape(L, 1, shape);
     rt_dtype dt = rtL_checkdtype(L, 2, "f32");
-    ltensor *u = lua_newuserdatauv(L, sizeof *u, 0);
-    u->t = NULL;
-    luaL_setmetatable(L, MT_TENSOR);
+    ltensor *u = new_tensor_slot(L);
     if (!(u->t = rt_tensor_new(S(L)->ctx, dt, nd, shape))) return rtL_fail(L);
     return 1;
 }
@@ -206,9 +210,7 @@ static int l_full(lua_State *L)
     int nd = rtL_checkshape(L, 1, shape);
     lua_Number v = luaL_checknumber(L, 2);
     rt_dtype dt = rtL_checkdtype(L, 3, "f32");
-    ltensor *u = lua_newuserdatauv(L, sizeof *u, 0);
-    u->t = NULL;
-    luaL_setmetatable(L, MT_TENSOR);
+    ltensor *u = new_tensor_slot(L);
     if (!(u->t = rt_tensor_new(S(L)->ctx, dt, nd, shape))) return rtL_fail(L);
     rt_tensor_fill(u->t, v);
     return 1;
@@ -339,9 +341,7 @@ static int t_fill(lua_State *L)
 static int t_clone(lua_State *L)
 {
     rt_tensor *t = rtL_checktensor(L, 1);
-    ltensor *u = lua_newuserdatauv(L, sizeof *u, 0);
-    u->t = NULL;
-    luaL_setmetatable(L, MT_TENSOR);
+    ltensor *u = new_tensor_slot(L);
     if (!(u->t = rt_tensor_clone(S(L)->ctx, t))) return rtL_fail(L);
     return 1;
 }
@@ -361,9 +361,7 @@ static int t_narrow(lua_State *L)
     rt_tensor *t = rtL_checktensor(L, 1);
     lua_Integer d = luaL_checkinteger(L, 2), st = luaL_checkinteger(L, 3), len = luaL_checkinteger(L, 4);
     luaL_argcheck(L, d >= 1 && d <= t->ndim, 2, "dimension out of range");
-    ltensor *u = lua_newuserdatauv(L, sizeof *u, 0);
-    u->t = NULL;
-    luaL_setmetatable(L, MT_TENSOR);
+    ltensor *u = new_tensor_slot(L);
     if (!(u->t = rt_tensor_narrow(S(L)->ctx, t, (int)d - 1, st - 1, len))) return rtL_fail(L);
     return 1;
 }
@@ -380,9 +378,7 @@ static int t_reshape(lua_State *L)
         shape[k] = luaL_checkinteger(L, -1);
         lua_pop(L, 1);
     }
-    ltensor *u = lua_newuserdatauv(L, sizeof *u, 0);
-    u->t = NULL;
-    luaL_setmetatable(L, MT_TENSOR);
+    ltensor *u = new_tensor_slot(L);
     if (!(u->t = rt_tensor_reshape(S(L)->ctx, t, n, shape))) return rtL_fail(L);
     return 1;
 }
@@ -411,9 +407,7 @@ static int t_argmax(lua_State *L)
     rt_tensor *t = rtL_checktensor(L, 1);
     if (t->dtype != RT_DTYPE_F32 || t->ndim != 2 || !rt_is_contiguous(t))
         luaL_argerror(L, 1, "argmax needs a contiguous f32 [N, C] tensor");
-    ltensor *u = lua_newuserdatauv(L, sizeof *u, 0);
-    u->t = NULL;
-    luaL_setmetatable(L, MT_TENSOR);
+    ltensor *u = new_tensor_slot(L);
     if (!(u->t = rt_tensor_new(S(L)->ctx, RT_DTYPE_I32, 1, t->shape))) return rtL_fail(L);
     rt_argmax(rt_f32(t), t->shape[0], t->shape[1], rt_i32(u->t));
     return 1;
@@ -1255,18 +1249,14 @@ static int d_gather(lua_State *L)
         int64_t shape[RT_MAX_DIMS];
         memcpy(shape, x->shape, sizeof shape);
         shape[0] = B;
-        ltensor *t = lua_newuserdatauv(L, sizeof *t, 0);
-        t->t = NULL;
-        luaL_setmetatable(L, MT_TENSOR);
+        ltensor *t = new_tensor_slot(L);
         if (!(t->t = rt_tensor_new(S(L)->ctx, x->dtype, x->ndim, shape))) return rtL_fail(L);
         xo = t->t;
     } else {
         lua_pushvalue(L, 3);
     }
     if (y && !yo) {
-        ltensor *t = lua_newuserdatauv(L, sizeof *t, 0);
-        t->t = NULL;
-        luaL_setmetatable(L, MT_TENSOR);
+        ltensor *t = new_tensor_slot(L);
         if (!(t->t = rt_tensor_new(S(L)->ctx, RT_DTYPE_I32, 1, &B))) return rtL_fail(L);
         yo = t->t;
     } else if (yo) {
@@ -1327,9 +1317,7 @@ static int b_next(lua_State *L)
             lua_pushnil(L);
             continue;
         }
-        ltensor *u = lua_newuserdatauv(L, sizeof *u, 0);
-        u->t = NULL;
-        luaL_setmetatable(L, MT_TENSOR);
+        ltensor *u = new_tensor_slot(L);
         if (!(u->t = rt_tensor_narrow(st->ctx, v[k], 0, 0, B))) return rtL_fail(L);
     }
     return 3;
@@ -1399,9 +1387,7 @@ static int l_idx_read(lua_State *L)
     const char *path = luaL_checkstring(L, 1);
     rt_dtype dt = rtL_checkdtype(L, 2, "f32");
     float scale = (float)luaL_optnumber(L, 3, 1.0);
-    ltensor *u = lua_newuserdatauv(L, sizeof *u, 0);
-    u->t = NULL;
-    luaL_setmetatable(L, MT_TENSOR);
+    ltensor *u = new_tensor_slot(L);
     if (rt_idx_read(S(L)->ctx, path, dt, scale, &u->t)) return rtL_fail(L);
     return 1;
 }
