@@ -112,8 +112,9 @@ end
 function util.format_table(headers, rows, markdown)
   local w = {}
   local function cell(v)
-    if type(v) == "number" and math.type(v) == "float" then return ("%.4g"):format(v) end
-    return tostring(v == nil and "" or v)
+    if type(v) == "number" and math.type(v) == "float" then v = ("%.4g"):format(v) end
+    v = tostring(v == nil and "" or v)
+    return markdown and (v:gsub("|", "\\|")) or v
   end
   local all = { headers }
   for _, r in ipairs(rows) do all[#all + 1] = r end
@@ -130,7 +131,9 @@ function util.format_table(headers, rows, markdown)
     out[#out + 1] = markdown and ("| " .. table.concat(cells, " | ") .. " |") or table.concat(cells, "  ")
     if n == 1 then
       local sep = {}
-      for j = 1, #headers do sep[j] = (markdown and j > 1) and (("-"):rep(w[j] - 1) .. ":") or ("-"):rep(w[j]) end
+      for j = 1, #headers do
+        sep[j] = (markdown and j > 1) and (("-"):rep(math.max(w[j] - 1, 2)) .. ":") or ("-"):rep(math.max(w[j], 3))
+      end
       out[#out + 1] = markdown and ("| " .. table.concat(sep, " | ") .. " |") or table.concat(sep, "  ")
     end
   end
