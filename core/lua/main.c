@@ -26,6 +26,7 @@ static const char *usage =
     "commands:\n"
     "  run FILE [ARGS...]   run a Lua recipe; ARGS reach it as the table `arg`\n"
     "  plugins [NAME]       list the plugins, or show one plugin's options\n"
+    "%s"
     "  --version            print the version, the plugin ABI and the BLAS core\n"
     "  --help               this text\n"
     "\n"
@@ -48,23 +49,107 @@ static int msghandler(lua_State *L)
     return 1;
 }
 
-static int run(int argc, char **argv)
+/* A Lua state with the standard libraries, where require "retort" finds
+ * the built-in module first.  NULL on OOM (message printed). */
+static lua_State *new_state(void)
 {
-    if (argc < 3) {
-        fprintf(stderr, "retort run: needs a recipe file\n\n%s", usage);
-        return 2;
-    }
     lua_State *L = luaL_newstate();
     if (!L) {
         fprintf(stderr, "retort: cannot create a Lua state (out of memory)\n");
-        return 1;
+        return NULL;
     }
     luaL_openlibs(L);
-    /* require "retort" finds the built-in module first. */
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
     lua_pushcfunction(L, luaopen_retort);
     lua_setfield(L, -2, "retort");
     lua_pop(L, 1);
+    return L;
+}
+
+/* Calls the function below the nargs arguments at the top under a
+ * traceback handler; prints an error as "retort: ...".  Returns the exit
+ * status: 1 on error, else (want_status) an integer result, else 0. */
+static int call_protected(lua_State *L, int nargs, int want_status)
+{
+    int base = lua_gettop(L) - nargs; /* the function */
+    lua_pushcfunction(L, msghandler);
+    lua_insert(L, base);
+    int status = lua_pcall(L, nargs, 1, base);
+    int rc = status == LUA_OK ? 0 : 1;
+    if (status != LUA_OK) {
+        const char *msg = lua_tostring(L, -1);
+        fflush(stdout);
+        fprintf(stderr, "retort: %s\n", msg ? msg : "(error without a message)");
+    } else if (want_status && lua_isinteger(L, -1)) {
+        rc = (int)lua_tointeger(L, -1);
+    }
+    lua_settop(L, base - 1);
+    return rc;
+}
+
+/* The help text, with the Lua commands' lines. */
+static void print_usage(FILE *f)
+{
+    const char *lines = "";
+    lua_State *L = new_state();
+    if (L) {
+        lua_getglobal(L, "require");
+        lua_pushliteral(L, "retort");
+        if (lua_pcall(L, 1, 1, 0) == LUA_OK) {
+            lua_getfield(L, -1, "command_list");
+            if (lua_pcall(L, 0, 1, 0) == LUA_OK && lua_isstring(L, -1) && lua_rawlen(L, -1) > 0) {
+                lua_pushliteral(L, "\n");
+                lua_concat(L, 2);
+                lines = lua_tostring(L, -1);
+            }
+        }
+    }
+    fprintf(f, usage, lines);
+    if (L) lua_close(L);
+}
+
+/* retort NAME ARGS...: rt.commands.NAME.run(args) */
+static int lua_command(int argc, char **argv)
+{
+    lua_State *L = new_state();
+    if (!L) return 1;
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "retort");
+    if (call_protected(L, 1, 0)) {
+        lua_close(L);
+        return 1;
+    }
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "retort");
+    lua_call(L, 1, 1); /* cached by now: cannot fail */
+    lua_getfield(L, -1, "commands");
+    lua_getfield(L, -1, argv[1]);
+    if (!lua_istable(L, -1)) {
+        lua_close(L);
+        fprintf(stderr, "retort: unknown command '%s'\n\n", argv[1]);
+        print_usage(stderr);
+        return 2;
+    }
+    lua_getfield(L, -1, "run");
+    lua_createtable(L, argc, 0);
+    for (int i = 2; i < argc; i++) {
+        lua_pushstring(L, argv[i]);
+        lua_rawseti(L, -2, i - 1);
+    }
+    int rc = call_protected(L, 1, 1);
+    lua_close(L);
+    return rc;
+}
+
+static int run(int argc, char **argv)
+{
+    if (argc < 3) {
+        fprintf(stderr, "retort run: needs a recipe file\n\n");
+        print_usage(stderr);
+        return 2;
+    }
+    lua_State *L = new_state();
+    if (!L) return 1;
     /* arg: [0] = the recipe, [1..] = its arguments, [-1] = "retort run" */
     lua_createtable(L, argc, 2);
     lua_pushstring(L, argv[0]);
@@ -135,7 +220,7 @@ static int plugins(int argc, char **argv)
 int main(int argc, char **argv)
 {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
-        fputs(usage, argc < 2 ? stderr : stdout);
+        print_usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
     if (!strcmp(argv[1], "--version")) {
@@ -145,6 +230,5 @@ int main(int argc, char **argv)
     }
     if (!strcmp(argv[1], "run")) return run(argc, argv);
     if (!strcmp(argv[1], "plugins")) return plugins(argc, argv);
-    fprintf(stderr, "retort: unknown command '%s'\n\n%s", argv[1], usage);
-    return 2;
+    return lua_command(argc, argv);
 }

@@ -28,27 +28,14 @@
 #include <unistd.h>
 
 #include "retort.h"
+#include "rtlua.h"
 
-#define MT_TENSOR "retort.Tensor"
-#define MT_STUDENT "retort.Student"
-#define MT_TEACHER "retort.Teacher"
-#define MT_LOSS "retort.Loss"
-#define MT_OPTIM "retort.Optimizer"
-#define MT_DATASET "retort.Dataset"
-#define MT_BATCHER "retort.Batcher"
-#define MT_STATE "retort.State"
-#define MT_BOX "retort.Box"
+static rtL_state *S(lua_State *L) { return rtL_S(L); }
 
-/* The per-Lua-state core objects, the first upvalue of every function. */
-typedef struct rtL_state {
-    rt_ctx *ctx;
-    rt_registry *reg;
-} rtL_state;
-
-static rtL_state *S(lua_State *L) { return (rtL_state *)lua_touserdata(L, lua_upvalueindex(1)); }
+rtL_state *rtL_S(lua_State *L) { return (rtL_state *)lua_touserdata(L, lua_upvalueindex(1)); }
 
 /* Raises the context's message as a Lua error at the calling Lua line. */
-static int rtL_fail(lua_State *L)
+int rtL_fail(lua_State *L)
 {
     luaL_where(L, 1);
     lua_pushstring(L, rt_ctx_message(S(L)->ctx));
@@ -85,13 +72,10 @@ static box *box_new(lua_State *L, void (*fr)(void *))
 
 /* --------------------------------------------------------------- tensors */
 
-typedef struct ltensor {
-    rt_tensor *t;
-} ltensor;
 
 /* Pushes an empty tensor userdata to be filled by the caller: it exists
  * before the tensor does, so a failure after this never leaks. */
-static ltensor *new_tensor_slot(lua_State *L)
+ltensor *rtL_newtensor(lua_State *L)
 {
     ltensor *u = lua_newuserdatauv(L, sizeof *u, 0);
     u->t = NULL;
@@ -100,30 +84,30 @@ static ltensor *new_tensor_slot(lua_State *L)
 }
 
 /* Pushes t retaining it (the callee keeps its own reference). */
-static void rtL_pushborrowed(lua_State *L, rt_tensor *t)
+void rtL_pushborrowed(lua_State *L, rt_tensor *t)
 {
     if (!t) {
         lua_pushnil(L);
         return;
     }
-    ltensor *u = new_tensor_slot(L);
+    ltensor *u = rtL_newtensor(L);
     rt_tensor_retain(t);
     u->t = t;
 }
 
-static rt_tensor *rtL_checktensor(lua_State *L, int i)
+rt_tensor *rtL_checktensor(lua_State *L, int i)
 {
     ltensor *u = luaL_checkudata(L, i, MT_TENSOR);
     if (!u->t) luaL_argerror(L, i, "tensor is closed");
     return u->t;
 }
 
-static rt_tensor *rtL_opttensor(lua_State *L, int i)
+rt_tensor *rtL_opttensor(lua_State *L, int i)
 {
     return lua_isnoneornil(L, i) ? NULL : rtL_checktensor(L, i);
 }
 
-static rt_dtype rtL_checkdtype(lua_State *L, int i, const char *def)
+rt_dtype rtL_checkdtype(lua_State *L, int i, const char *def)
 {
     const char *s = luaL_optstring(L, i, def);
     if (!strcmp(s, "f32")) return RT_DTYPE_F32;
@@ -132,7 +116,7 @@ static rt_dtype rtL_checkdtype(lua_State *L, int i, const char *def)
 }
 
 /* Reads a shape table {d1, d2, ...} at index i. */
-static int rtL_checkshape(lua_State *L, int i, int64_t *shape)
+int rtL_checkshape(lua_State *L, int i, int64_t *shape)
 {
     luaL_checktype(L, i, LUA_TTABLE);
     int n = (int)lua_rawlen(L, i);
@@ -186,7 +170,7 @@ static int l_tensor(lua_State *L)
     rt_dtype dt = rtL_checkdtype(L, 2, "f32");
     int64_t shape[RT_MAX_DIMS];
     int nd = nested_shape(L, 1, shape, 0);
-    ltensor *u = new_tensor_slot(L);
+    ltensor *u = rtL_newtensor(L);
     if (!(u->t = rt_tensor_new(S(L)->ctx, dt, nd, shape))) return rtL_fail(L);
     int64_t flat = 0;
     nested_fill(L, 1, u->t, 0, &flat);
@@ -199,7 +183,7 @@ static int l_zeros(lua_State *L)
     int64_t shape[RT_MAX_DIMS];
     int nd = rtL_checkshape(L, 1, shape);
     rt_dtype dt = rtL_checkdtype(L, 2, "f32");
-    ltensor *u = new_tensor_slot(L);
+    ltensor *u = rtL_newtensor(L);
     if (!(u->t = rt_tensor_new(S(L)->ctx, dt, nd, shape))) return rtL_fail(L);
     return 1;
 }
@@ -210,7 +194,7 @@ static int l_full(lua_State *L)
     int nd = rtL_checkshape(L, 1, shape);
     lua_Number v = luaL_checknumber(L, 2);
     rt_dtype dt = rtL_checkdtype(L, 3, "f32");
-    ltensor *u = new_tensor_slot(L);
+    ltensor *u = rtL_newtensor(L);
     if (!(u->t = rt_tensor_new(S(L)->ctx, dt, nd, shape))) return rtL_fail(L);
     rt_tensor_fill(u->t, v);
     return 1;
@@ -341,7 +325,7 @@ static int t_fill(lua_State *L)
 static int t_clone(lua_State *L)
 {
     rt_tensor *t = rtL_checktensor(L, 1);
-    ltensor *u = new_tensor_slot(L);
+    ltensor *u = rtL_newtensor(L);
     if (!(u->t = rt_tensor_clone(S(L)->ctx, t))) return rtL_fail(L);
     return 1;
 }
@@ -361,7 +345,7 @@ static int t_narrow(lua_State *L)
     rt_tensor *t = rtL_checktensor(L, 1);
     lua_Integer d = luaL_checkinteger(L, 2), st = luaL_checkinteger(L, 3), len = luaL_checkinteger(L, 4);
     luaL_argcheck(L, d >= 1 && d <= t->ndim, 2, "dimension out of range");
-    ltensor *u = new_tensor_slot(L);
+    ltensor *u = rtL_newtensor(L);
     if (!(u->t = rt_tensor_narrow(S(L)->ctx, t, (int)d - 1, st - 1, len))) return rtL_fail(L);
     return 1;
 }
@@ -378,7 +362,7 @@ static int t_reshape(lua_State *L)
         shape[k] = luaL_checkinteger(L, -1);
         lua_pop(L, 1);
     }
-    ltensor *u = new_tensor_slot(L);
+    ltensor *u = rtL_newtensor(L);
     if (!(u->t = rt_tensor_reshape(S(L)->ctx, t, n, shape))) return rtL_fail(L);
     return 1;
 }
@@ -407,7 +391,7 @@ static int t_argmax(lua_State *L)
     rt_tensor *t = rtL_checktensor(L, 1);
     if (t->dtype != RT_DTYPE_F32 || t->ndim != 2 || !rt_is_contiguous(t))
         luaL_argerror(L, 1, "argmax needs a contiguous f32 [N, C] tensor");
-    ltensor *u = new_tensor_slot(L);
+    ltensor *u = rtL_newtensor(L);
     if (!(u->t = rt_tensor_new(S(L)->ctx, RT_DTYPE_I32, 1, t->shape))) return rtL_fail(L);
     rt_argmax(rt_f32(t), t->shape[0], t->shape[1], rt_i32(u->t));
     return 1;
@@ -593,7 +577,7 @@ static void to_json(lua_State *L, sbuf *b, int i, int depth, const char *path)
 }
 
 /* Pushes the JSON text of the value at i (nil -> "{}"). */
-static const char *rtL_tojson(lua_State *L, int i)
+const char *rtL_tojson(lua_State *L, int i)
 {
     i = lua_absindex(L, i);
     if (lua_isnoneornil(L, i)) {
@@ -609,17 +593,13 @@ static const char *rtL_tojson(lua_State *L, int i)
 
 /* ------------------------------------------------------------- instances */
 
-typedef struct linst {
-    rt_instance *i;
-    rt_tensor *grad; /* loss: reusable gradient buffer */
-} linst;
 
 static const char *kind_mt(rt_kind k)
 {
     return k == RT_KIND_STUDENT ? MT_STUDENT : k == RT_KIND_TEACHER ? MT_TEACHER : MT_LOSS;
 }
 
-static int inst_gc(lua_State *L)
+int rtL_inst_gc(lua_State *L)
 {
     linst *u = lua_touserdata(L, 1);
     if (u) {
@@ -631,7 +611,7 @@ static int inst_gc(lua_State *L)
     return 0;
 }
 
-static linst *check_inst(lua_State *L, int i, const char *mt)
+linst *rtL_checkinst(lua_State *L, int i, const char *mt)
 {
     linst *u = luaL_checkudata(L, i, mt);
     if (!u->i) luaL_argerror(L, i, "object is closed");
@@ -639,7 +619,7 @@ static linst *check_inst(lua_State *L, int i, const char *mt)
 }
 
 /* Any of the three kinds. */
-static linst *check_any(lua_State *L, int i)
+linst *rtL_checkany(lua_State *L, int i)
 {
     linst *u = luaL_testudata(L, i, MT_STUDENT);
     if (!u) u = luaL_testudata(L, i, MT_TEACHER);
@@ -667,21 +647,21 @@ static int l_loss(lua_State *L) { return make_instance(L, RT_KIND_LOSS); }
 
 static int i_name(lua_State *L)
 {
-    linst *u = check_any(L, 1);
+    linst *u = rtL_checkany(L, 1);
     lua_pushstring(L, rt_instance_desc(u->i)->name);
     return 1;
 }
 
 static int i_kind(lua_State *L)
 {
-    linst *u = check_any(L, 1);
+    linst *u = rtL_checkany(L, 1);
     lua_pushstring(L, rt_kind_name(rt_instance_desc(u->i)->kind));
     return 1;
 }
 
 static int i_version(lua_State *L)
 {
-    linst *u = check_any(L, 1);
+    linst *u = rtL_checkany(L, 1);
     lua_pushstring(L, rt_instance_desc(u->i)->version);
     return 1;
 }
@@ -689,7 +669,7 @@ static int i_version(lua_State *L)
 /* The validated options with defaults, as JSON text. */
 static int i_options_json(lua_State *L)
 {
-    linst *u = check_any(L, 1);
+    linst *u = rtL_checkany(L, 1);
     lua_pushstring(L, rt_instance_options(u->i));
     return 1;
 }
@@ -699,7 +679,7 @@ static int i_options_json(lua_State *L)
 /* obj:parameters() -> { {name=, value=, grad=}, ... } in order */
 static int i_parameters(lua_State *L)
 {
-    linst *u = check_any(L, 1);
+    linst *u = rtL_checkany(L, 1);
     rt_param *p = lua_newuserdatauv(L, sizeof(rt_param) * MAX_PARAMS, 0); /* GC-owned scratch */
     int n = rt_instance_params(u->i, p, MAX_PARAMS);
     if (n > MAX_PARAMS) n = MAX_PARAMS;
@@ -722,7 +702,7 @@ static int i_parameters(lua_State *L)
 /* obj:param_count() -> number of scalar parameters, bytes */
 static int i_param_count(lua_State *L)
 {
-    linst *u = check_any(L, 1);
+    linst *u = rtL_checkany(L, 1);
     rt_param *p = lua_newuserdatauv(L, sizeof(rt_param) * MAX_PARAMS, 0);
     int n = rt_instance_params(u->i, p, MAX_PARAMS);
     int64_t total = 0, bytes = 0;
@@ -737,7 +717,7 @@ static int i_param_count(lua_State *L)
 
 static int i_flops(lua_State *L)
 {
-    linst *u = check_any(L, 1);
+    linst *u = rtL_checkany(L, 1);
     int64_t f = rt_instance_flops(u->i);
     if (f < 0) lua_pushnil(L);
     else lua_pushinteger(L, f);
@@ -746,7 +726,7 @@ static int i_flops(lua_State *L)
 
 static int i_feature(lua_State *L)
 {
-    linst *u = check_any(L, 1);
+    linst *u = rtL_checkany(L, 1);
     rtL_pushborrowed(L, rt_instance_feature(u->i, luaL_checkstring(L, 2)));
     return 1;
 }
@@ -786,7 +766,7 @@ static int meta_arrays(lua_State *L, int i, const char ***keys, const char ***va
 /* obj:save(path [, metadata]) -- parameters (values) to safetensors */
 static int i_save(lua_State *L)
 {
-    linst *u = check_any(L, 1);
+    linst *u = rtL_checkany(L, 1);
     const char *path = luaL_checkstring(L, 2);
     const char **k, **v;
     int n = meta_arrays(L, 3, &k, &v);
@@ -796,7 +776,7 @@ static int i_save(lua_State *L)
 
 static int i_load(lua_State *L)
 {
-    linst *u = check_any(L, 1);
+    linst *u = rtL_checkany(L, 1);
     if (rt_instance_load(u->i, S(L)->ctx, luaL_checkstring(L, 2))) return rtL_fail(L);
     lua_settop(L, 1);
     return 1;
@@ -805,7 +785,7 @@ static int i_load(lua_State *L)
 /* student:forward(x [, train]) -> logits (valid until the next forward) */
 static int s_forward(lua_State *L)
 {
-    linst *u = check_inst(L, 1, MT_STUDENT);
+    linst *u = rtL_checkinst(L, 1, MT_STUDENT);
     rt_tensor *x = rtL_checktensor(L, 2), *out = NULL;
     int train = lua_toboolean(L, 3);
     if (lua_istable(L, 3)) {
@@ -820,7 +800,7 @@ static int s_forward(lua_State *L)
 /* student:backward(grad_out [, taps {name = tensor}] [, want_grad_in]) */
 static int s_backward(lua_State *L)
 {
-    linst *u = check_inst(L, 1, MT_STUDENT);
+    linst *u = rtL_checkinst(L, 1, MT_STUDENT);
     rt_tensor *g = rtL_checktensor(L, 2);
     int want = lua_toboolean(L, 4);
     rt_tap taps[32];
@@ -848,14 +828,14 @@ static int s_backward(lua_State *L)
 
 static int s_zero_grad(lua_State *L)
 {
-    rt_student_zero_grad(check_inst(L, 1, MT_STUDENT)->i);
+    rt_student_zero_grad(rtL_checkinst(L, 1, MT_STUDENT)->i);
     return 0;
 }
 
 /* teacher:forward(x) -> logits */
 static int te_forward(lua_State *L)
 {
-    linst *u = check_inst(L, 1, MT_TEACHER);
+    linst *u = rtL_checkinst(L, 1, MT_TEACHER);
     rt_tensor *x = rtL_checktensor(L, 2);
     rt_signal sig;
     if (rt_teacher_forward(u->i, S(L)->ctx, x, &sig)) return rtL_fail(L);
@@ -883,7 +863,7 @@ static void loss_args(lua_State *L, rt_loss_in *in, rt_signal *sig)
 /* loss:forward(s, t, y [, epoch, step]) -> number */
 static int lo_forward(lua_State *L)
 {
-    linst *u = check_inst(L, 1, MT_LOSS);
+    linst *u = rtL_checkinst(L, 1, MT_LOSS);
     rt_loss_in in;
     rt_signal sig;
     loss_args(L, &in, &sig);
@@ -898,7 +878,7 @@ static int lo_forward(lua_State *L)
  * across calls).  With grad: accumulated into it (several loss terms). */
 static int lo_backward(lua_State *L)
 {
-    linst *u = check_inst(L, 1, MT_LOSS);
+    linst *u = rtL_checkinst(L, 1, MT_LOSS);
     rt_loss_in in;
     rt_signal sig;
     loss_args(L, &in, &sig);
@@ -917,7 +897,7 @@ static int lo_backward(lua_State *L)
 
 static int lo_set(lua_State *L)
 {
-    linst *u = check_inst(L, 1, MT_LOSS);
+    linst *u = rtL_checkinst(L, 1, MT_LOSS);
     if (rt_loss_set(u->i, S(L)->ctx, luaL_checkstring(L, 2), luaL_checknumber(L, 3))) return rtL_fail(L);
     lua_settop(L, 1);
     return 1;
@@ -926,7 +906,7 @@ static int lo_set(lua_State *L)
 /* loss:needs() -> needs_teacher, needs_target */
 static int lo_needs(lua_State *L)
 {
-    linst *u = check_inst(L, 1, MT_LOSS);
+    linst *u = rtL_checkinst(L, 1, MT_LOSS);
     unsigned n = rt_instance_desc(u->i)->loss->needs;
     lua_pushboolean(L, (n & RT_NEEDS_TEACHER) != 0);
     lua_pushboolean(L, (n & RT_NEEDS_TARGET) != 0);
@@ -937,7 +917,7 @@ static int lo_needs(lua_State *L)
  * and shapes): rt.copy_parameters(dst, src). */
 static int l_copy_parameters(lua_State *L)
 {
-    linst *d = check_any(L, 1), *s = check_any(L, 2);
+    linst *d = rtL_checkany(L, 1), *s = rtL_checkany(L, 2);
     rt_param *pd = lua_newuserdatauv(L, sizeof(rt_param) * MAX_PARAMS * 2, 0), *ps = pd + MAX_PARAMS;
     int nd = rt_instance_params(d->i, pd, MAX_PARAMS), ns = rt_instance_params(s->i, ps, MAX_PARAMS);
     if (nd != ns) luaL_error(L, "copy_parameters: %d parameters vs %d", nd, ns);
@@ -1093,7 +1073,7 @@ static loptim *check_optim(lua_State *L, int i)
 static int o_step(lua_State *L)
 {
     loptim *u = check_optim(L, 1);
-    linst *s = check_inst(L, 2, MT_STUDENT);
+    linst *s = rtL_checkinst(L, 2, MT_STUDENT);
     float lr = (float)luaL_optnumber(L, 3, rt_optim_config(u->o)->lr);
     rt_param *p = lua_newuserdatauv(L, sizeof(rt_param) * MAX_PARAMS, 0);
     int n = rt_instance_params(s->i, p, MAX_PARAMS);
@@ -1153,7 +1133,7 @@ static rt_tensor *lookup_tensor(void *ud, const char *name)
 static int o_restore(lua_State *L)
 {
     loptim *u = check_optim(L, 1);
-    linst *s = check_inst(L, 2, MT_STUDENT);
+    linst *s = rtL_checkinst(L, 2, MT_STUDENT);
     luaL_checktype(L, 3, LUA_TTABLE);
     lua_Integer steps = luaL_checkinteger(L, 4);
     rt_param *p = lua_newuserdatauv(L, sizeof(rt_param) * MAX_PARAMS, 0);
@@ -1249,14 +1229,14 @@ static int d_gather(lua_State *L)
         int64_t shape[RT_MAX_DIMS];
         memcpy(shape, x->shape, sizeof shape);
         shape[0] = B;
-        ltensor *t = new_tensor_slot(L);
+        ltensor *t = rtL_newtensor(L);
         if (!(t->t = rt_tensor_new(S(L)->ctx, x->dtype, x->ndim, shape))) return rtL_fail(L);
         xo = t->t;
     } else {
         lua_pushvalue(L, 3);
     }
     if (y && !yo) {
-        ltensor *t = new_tensor_slot(L);
+        ltensor *t = rtL_newtensor(L);
         if (!(t->t = rt_tensor_new(S(L)->ctx, RT_DTYPE_I32, 1, &B))) return rtL_fail(L);
         yo = t->t;
     } else if (yo) {
@@ -1317,7 +1297,7 @@ static int b_next(lua_State *L)
             lua_pushnil(L);
             continue;
         }
-        ltensor *u = new_tensor_slot(L);
+        ltensor *u = rtL_newtensor(L);
         if (!(u->t = rt_tensor_narrow(st->ctx, v[k], 0, 0, B))) return rtL_fail(L);
     }
     return 3;
@@ -1387,7 +1367,7 @@ static int l_idx_read(lua_State *L)
     const char *path = luaL_checkstring(L, 1);
     rt_dtype dt = rtL_checkdtype(L, 2, "f32");
     float scale = (float)luaL_optnumber(L, 3, 1.0);
-    ltensor *u = new_tensor_slot(L);
+    ltensor *u = rtL_newtensor(L);
     if (rt_idx_read(S(L)->ctx, path, dt, scale, &u->t)) return rtL_fail(L);
     return 1;
 }
@@ -1656,6 +1636,20 @@ static int l_kl_sum(lua_State *L)
 
 /* ---------------------------------------------------------------- open */
 
+void rtL_setfuncs(lua_State *L, const luaL_Reg *l)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, MT_STATE);
+    luaL_setfuncs(L, l, 1);
+}
+
+void rtL_add_methods(lua_State *L, const char *mt, const luaL_Reg *l)
+{
+    luaL_getmetatable(L, mt);
+    lua_getfield(L, -1, "__index");
+    rtL_setfuncs(L, l);
+    lua_pop(L, 2);
+}
+
 static int state_gc(lua_State *L)
 {
     rtL_state *s = luaL_checkudata(L, 1, MT_STATE);
@@ -1797,9 +1791,9 @@ int luaopen_retort(lua_State *L)
     lua_pushcclosure(L, t_len, 1);
     lua_setfield(L, -2, "__len");
     lua_pop(L, 1);
-    new_class(L, MT_STUDENT, common_methods, student_methods, inst_gc);
-    new_class(L, MT_TEACHER, common_methods, teacher_methods, inst_gc);
-    new_class(L, MT_LOSS, common_methods, loss_methods, inst_gc);
+    new_class(L, MT_STUDENT, common_methods, student_methods, rtL_inst_gc);
+    new_class(L, MT_TEACHER, common_methods, teacher_methods, rtL_inst_gc);
+    new_class(L, MT_LOSS, common_methods, loss_methods, rtL_inst_gc);
     new_class(L, MT_OPTIM, optim_methods, NULL, o_gc);
     new_class(L, MT_DATASET, dataset_methods, NULL, d_gc);
     luaL_newmetatable(L, MT_BATCHER);
@@ -1821,6 +1815,11 @@ int luaopen_retort(lua_State *L)
     lua_pushvalue(L, -3);
     lua_setfield(L, -2, "plugin_load_error"); /* nil, or why a plugin failed */
     (void)load_error;
+
+    /* The binding's other files add their functions and methods. */
+    rtL_open_tensor_ops(L);
+    rtL_open_lua_loss(L);
+    rtL_open_metrics(L);
 
     /* Run the Lua library: each chunk receives the module table. */
     for (const struct rtL_chunk *c = rtL_lua_chunks; c->name; c++) {

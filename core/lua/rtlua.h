@@ -1,0 +1,77 @@
+/*
+ * rtlua.h -- private to the Lua binding (core/lua/): what its files share.
+ *
+ * Every C function registered through rtL_setfuncs has the binding's state
+ * (rtL_state: the call context and the plugin registry) as upvalue 1; reach
+ * it with rtL_S(L).  The rules of retort_lua.c hold in every file: check
+ * Lua arguments first, acquire C resources after, and let a userdata that
+ * exists before the resource own it (rtL_newtensor), so that luaL_error
+ * never leaks.
+ */
+#ifndef RTLUA_H
+#define RTLUA_H
+
+#include <lauxlib.h>
+#include <lua.h>
+
+#include "retort.h"
+
+#define MT_TENSOR "retort.Tensor"
+#define MT_STUDENT "retort.Student"
+#define MT_TEACHER "retort.Teacher"
+#define MT_LOSS "retort.Loss"
+#define MT_OPTIM "retort.Optimizer"
+#define MT_DATASET "retort.Dataset"
+#define MT_BATCHER "retort.Batcher"
+#define MT_STATE "retort.State"
+#define MT_BOX "retort.Box"
+
+typedef struct rtL_state {
+    rt_ctx *ctx;
+    rt_registry *reg;
+} rtL_state;
+
+/* A Tensor userdata: one reference to t (NULL once closed). */
+typedef struct ltensor {
+    rt_tensor *t;
+} ltensor;
+
+/* A Student/Teacher/Loss userdata: one reference to the instance; losses
+ * keep a reusable gradient buffer. */
+typedef struct linst {
+    rt_instance *i;
+    rt_tensor *grad;
+} linst;
+
+rtL_state *rtL_S(lua_State *L);
+/* Raises the context's message at the calling Lua line; never returns. */
+int rtL_fail(lua_State *L);
+
+/* Pushes an empty Tensor userdata for the caller to fill (->t). */
+ltensor *rtL_newtensor(lua_State *L);
+/* Pushes t as a Tensor, retaining it; NULL pushes nil. */
+void rtL_pushborrowed(lua_State *L, rt_tensor *t);
+rt_tensor *rtL_checktensor(lua_State *L, int i);
+rt_tensor *rtL_opttensor(lua_State *L, int i);
+rt_dtype rtL_checkdtype(lua_State *L, int i, const char *def);
+/* Reads a shape table {d1, ...} into shape; returns ndim. */
+int rtL_checkshape(lua_State *L, int i, int64_t *shape);
+/* Pushes the JSON text of the value at i (nil -> "{}"), keys sorted. */
+const char *rtL_tojson(lua_State *L, int i);
+
+linst *rtL_checkinst(lua_State *L, int i, const char *mt);
+linst *rtL_checkany(lua_State *L, int i); /* student, teacher or loss */
+int rtL_inst_gc(lua_State *L);            /* __gc of the three */
+
+/* Sets l into the table at the top, each a closure over the state. */
+void rtL_setfuncs(lua_State *L, const luaL_Reg *l);
+/* Adds methods to metatable mt's __index table. */
+void rtL_add_methods(lua_State *L, const char *mt, const luaL_Reg *l);
+
+/* Hooks called by luaopen_retort with the module table at the top of the
+ * stack (each leaves the stack as it found it). */
+void rtL_open_tensor_ops(lua_State *L); /* tensor_ops.c: tensor math     */
+void rtL_open_lua_loss(lua_State *L);   /* lua_loss.c: losses in Lua      */
+void rtL_open_metrics(lua_State *L);    /* metrics_lua.c: evaluation      */
+
+#endif
