@@ -14,28 +14,25 @@
 #include "options.h"
 #include "plugin_host.h"
 
-rt_status rt_instance_create(rt_registry *r, rt_ctx *ctx, rt_kind kind, const char *name, const char *opts_json,
-                             rt_instance **out)
+/* Validates options, runs create, wraps the object.  lib may be NULL. */
+static rt_status instantiate(rt_registry *r, rt_ctx *ctx, const rt_plugin_desc *d, rt_lib *lib,
+                             const char *opts_json, rt_instance **out)
 {
-    *out = NULL;
-    const rt_plugin_desc *d = rt_registry_find(r, ctx, kind, name);
-    if (!d) return rt_ctx_status(ctx);
+    const char *kind = rt_kind_name(d->kind), *name = d->name;
     char *validated = NULL;
-    if (rt_options_validate(ctx, d, opts_json, &validated))
-        return rt_error_prefix(ctx, "%s '%s'", rt_kind_name(kind), name);
+    if (rt_options_validate(ctx, d, opts_json, &validated)) return rt_error_prefix(ctx, "%s '%s'", kind, name);
     rt_opts *opts = rt_opts_parse(validated);
     rt_instance *in = calloc(1, sizeof *in);
     if (!opts || !in) {
         rt_opts_free(opts);
         free(in);
         free(validated);
-        return rt_error(ctx, RT_STATUS_ERR_NOMEM, "%s '%s': out of memory", rt_kind_name(kind), name);
+        return rt_error(ctx, RT_STATUS_ERR_NOMEM, "%s '%s': out of memory", kind, name);
     }
-    /* The instance exists before create runs, so a plugin that creates
-     * other instances (a teacher wrapping a student) sees a valid registry
-     * in ctx. */
+    /* A plugin that creates other instances (a teacher wrapping a student)
+     * reaches the registry through ctx during create. */
     rt_registry *saved = ctx->registry;
-    ctx->registry = r;
+    if (r) ctx->registry = r;
     void *self = NULL;
     rt_status st = d->create(ctx, opts, &self);
     ctx->registry = saved;
@@ -45,16 +42,32 @@ rt_status rt_instance_create(rt_registry *r, rt_ctx *ctx, rt_kind kind, const ch
         if (!st) st = rt_error(ctx, RT_STATUS_ERR_PLUGIN, "create returned no object");
         free(in);
         free(validated);
-        return rt_error_prefix(ctx, "%s '%s'", rt_kind_name(kind), name);
+        return rt_error_prefix(ctx, "%s '%s'", kind, name);
     }
     in->refcount = 1;
     in->desc = d;
-    in->lib = rt_registry_lib(r, d);
-    if (in->lib) rt_lib_retain(in->lib);
+    in->lib = lib;
+    if (lib) rt_lib_retain(lib);
     in->self = self;
     in->options = validated;
     *out = in;
     return RT_STATUS_OK;
+}
+
+rt_status rt_instance_create(rt_registry *r, rt_ctx *ctx, rt_kind kind, const char *name, const char *opts_json,
+                             rt_instance **out)
+{
+    *out = NULL;
+    const rt_plugin_desc *d = rt_registry_find(r, ctx, kind, name);
+    if (!d) return rt_ctx_status(ctx);
+    return instantiate(r, ctx, d, rt_registry_lib(r, d), opts_json, out);
+}
+
+rt_status rt_instance_from_desc(rt_ctx *ctx, const rt_plugin_desc *desc, const char *opts_json, rt_instance **out)
+{
+    *out = NULL;
+    if (rt_check_desc(ctx, desc)) return rt_ctx_status(ctx);
+    return instantiate(NULL, ctx, desc, NULL, opts_json, out);
 }
 
 void rt_instance_retain(rt_instance *i)

@@ -79,7 +79,7 @@ static const rt_plugin_desc *find(const rt_registry *r, rt_kind kind, const char
 }
 
 /* The register stage's checks for one descriptor. */
-static rt_status check_desc(rt_ctx *ctx, const rt_plugin_desc *d)
+rt_status rt_check_desc(rt_ctx *ctx, const rt_plugin_desc *d)
 {
     const char *n = d->name ? d->name : "(null)";
     if (d->size < offsetof(rt_plugin_desc, loss) + sizeof(void *))
@@ -154,7 +154,7 @@ rt_status rt_registry_load(rt_registry *r, rt_ctx *ctx, const char *path)
     for (int i = 0; i < count && !st; i++) {
         const rt_plugin_desc *d = list[i];
         const char *other = NULL;
-        if (check_desc(ctx, d)) st = rt_error_prefix(ctx, "plugin %s: register", path);
+        if (rt_check_desc(ctx, d)) st = rt_error_prefix(ctx, "plugin %s: register", path);
         else if (find(r, d->kind, d->name, &other))
             st = rt_error(ctx, RT_STATUS_ERR_PLUGIN, "plugin %s: register: duplicate %s '%s' (already loaded from %s)",
                           path, rt_kind_name(d->kind), d->name, other);

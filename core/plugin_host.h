@@ -18,6 +18,10 @@ void rt_lib_release(rt_lib *l);
 /* The library a registered descriptor came from (borrowed), or NULL. */
 rt_lib *rt_registry_lib(const rt_registry *r, const rt_plugin_desc *d);
 
+/* The register stage's checks of one descriptor (kind, name, vtable,
+ * option schema).  RT_STATUS_ERR_PLUGIN with a message on failure. */
+rt_status rt_check_desc(rt_ctx *ctx, const rt_plugin_desc *d);
+
 struct rt_instance {
     int refcount;
     const rt_plugin_desc *desc;

@@ -363,6 +363,10 @@ const rt_api *rt_host_api(void);
 rt_status rt_instance_create(rt_registry *r, rt_ctx *ctx, rt_kind kind,
                              const char *name, const char *opts_json,
                              rt_instance **out);
+/* As rt_instance_create for a descriptor that is not in a registry (no
+ * library behind it: losses written in Lua, test doubles).  desc must
+ * outlive the instance; its schema is checked as at registration. */
+rt_status rt_instance_from_desc(rt_ctx *ctx, const rt_plugin_desc *desc, const char *opts_json, rt_instance **out);
 void rt_instance_retain(rt_instance *i);
 void rt_instance_release(rt_instance *i); /* NULL is a no-op */
 const rt_plugin_desc *rt_instance_desc(const rt_instance *i);
