@@ -325,6 +325,24 @@ int64_t rt_count_agree(rt_ctx *ctx, const rt_tensor *a, const rt_tensor *b);
 /* Sum over rows of KL(softmax(t/T) || softmax(s/T)), t and s [N, C];
  * teacher probabilities of 0 contribute 0.  Uses ctx scratch. */
 double rt_kl_sum(rt_ctx *ctx, const rt_tensor *t, const rt_tensor *s, float T);
+/* Rows of logits [N, C] whose label y [N] (i32, each in [0, C)) is among
+ * the k largest logits; ties rank the lower class first, as argmax does, so
+ * k = 1 equals rt_count_correct.  -1 + error on shapes, labels or k < 1. */
+int64_t rt_count_topk(rt_ctx *ctx, const rt_tensor *logits, const rt_tensor *y, int k);
+/* Adds each row of logits [N, C] to cm [C * C] (borrowed, row-major: row =
+ * label, column = argmax).  Labels out of [0, C) are an error (cm is
+ * untouched). */
+rt_status rt_confusion_add(rt_ctx *ctx, const rt_tensor *logits, const rt_tensor *y, int64_t *cm);
+/* Calibration: adds each row's confidence (its max softmax probability p,
+ * T = 1) to bin b of nbins equal bins (b/M, (b+1)/M]: conf[b] += p, hits[b]
+ * += (argmax == label), count[b] += 1.  The arrays are the caller's
+ * [nbins].  Expected calibration error = sum_b |hits - conf|_b / N. */
+rt_status rt_calibration_add(rt_ctx *ctx, const rt_tensor *logits, const rt_tensor *y, int nbins, double *conf,
+                             double *hits, int64_t *count);
+/* Sum over rows of the Jensen-Shannon divergence (natural log, in [0, ln 2])
+ * between softmax(t/T) and softmax(s/T), t and s [N, C].  Uses ctx scratch;
+ * -1 + error on shapes. */
+double rt_js_sum(rt_ctx *ctx, const rt_tensor *t, const rt_tensor *s, float T);
 
 /* ============================================================ plugin host */
 
