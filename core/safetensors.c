@@ -693,6 +693,23 @@ static cJSON *json_uint(uint64_t v)
 /* The header JSON for the tensors and metadata, padded with spaces so the
  * data starts 8-byte aligned (as the reference writer does).  NULL +
  * error. */
+/* cJSON's add functions copy the key and, when that allocation fails,
+ * return false without taking the item: these take it or delete it, so a
+ * failure neither leaks nor leaves a header with a field missing. */
+static cJSON *attach(cJSON *obj, const char *key, cJSON *item)
+{
+    if (item && cJSON_AddItemToObject(obj, key, item)) return item;
+    cJSON_Delete(item);
+    return NULL;
+}
+
+static int append(cJSON *arr, cJSON *item)
+{
+    if (item && cJSON_AddItemToArray(arr, item)) return 1;
+    cJSON_Delete(item);
+    return 0;
+}
+
 static char *make_header(rt_ctx *ctx, const char *path, int n, const char *const *names,
                          const rt_tensor *const *tensors, int nmeta, const char *const *keys,
                          const char *const *values, size_t *hlen)
@@ -708,29 +725,13 @@ static char *make_header(rt_ctx *ctx, const char *path, int n, const char *const
     for (int i = 0; ok && i < n; i++) {
         const rt_tensor *t = tensors[i];
         cJSON *e = cJSON_AddObjectToObject(root, names[i]);
-        cJSON *shape = cJSON_CreateArray(), *off = cJSON_CreateArray();
-        ok = e && shape && off && cJSON_AddStringToObject(e, "dtype", t->dtype == RT_DTYPE_F32 ? "F32" : "I32");
-        if (!ok) {
-            cJSON_Delete(shape);
-            cJSON_Delete(off);
-            break;
-        }
-        cJSON_AddItemToObject(e, "shape", shape);
-        cJSON_AddItemToObject(e, "data_offsets", off);
-        for (int d = 0; ok && d < t->ndim; d++) {
-            cJSON *v = json_uint((uint64_t)t->shape[d]);
-            ok = v && cJSON_AddItemToArray(shape, v);
-        }
+        ok = e && cJSON_AddStringToObject(e, "dtype", t->dtype == RT_DTYPE_F32 ? "F32" : "I32");
+        cJSON *shape = ok ? attach(e, "shape", cJSON_CreateArray()) : NULL;
+        cJSON *off = shape ? attach(e, "data_offsets", cJSON_CreateArray()) : NULL;
+        ok = off != NULL;
+        for (int d = 0; ok && d < t->ndim; d++) ok = append(shape, json_uint((uint64_t)t->shape[d]));
         uint64_t end = pos + rt_tensor_nbytes(t);
-        cJSON *b = json_uint(pos), *en = json_uint(end);
-        ok = ok && b && en;
-        if (ok) {
-            cJSON_AddItemToArray(off, b);
-            cJSON_AddItemToArray(off, en);
-        } else {
-            cJSON_Delete(b);
-            cJSON_Delete(en);
-        }
+        ok = ok && append(off, json_uint(pos)) && append(off, json_uint(end));
         pos = end;
     }
     char *text = ok ? cJSON_PrintUnformatted(root) : NULL;
