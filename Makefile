@@ -61,7 +61,7 @@ BENCH_SRC := $(wildcard bench/*.c)
 BENCHES  := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
 DEPS_PKGS := build-essential pkg-config liblua5.4-dev lua5.4 libopenblas-dev \
-             libcjson-dev zlib1g-dev dataset-fashion-mnist
+             libcjson-dev zlib1g-dev dataset-fashion-mnist strace
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all deps demo test check bench fuzz install uninstall clean check-plugins
