@@ -1777,9 +1777,14 @@ int luaopen_retort(lua_State *L)
     /* Keep the state alive as long as the Lua state. */
     lua_pushvalue(L, -1);
     lua_setfield(L, LUA_REGISTRYINDEX, MT_STATE);
-    const char *load_error = NULL;
-    if (rt_registry_load_default(s->reg, s->ctx)) load_error = lua_pushstring(L, rt_ctx_message(s->ctx));
-    else lua_pushnil(L);
+    /* A plugin file that fails to load registers nothing; the others load.
+     * Say so once, on stderr, and keep the reason in rt.plugin_load_error. */
+    if (rt_registry_load_default(s->reg, s->ctx)) {
+        lua_pushstring(L, rt_ctx_message(s->ctx));
+        fprintf(stderr, "retort: warning: %s\n", rt_ctx_message(s->ctx));
+    } else {
+        lua_pushnil(L);
+    }
     rt_ctx_clear(s->ctx);
     lua_insert(L, -2); /* stack: load_error, state */
 
@@ -1814,7 +1819,6 @@ int luaopen_retort(lua_State *L)
     lua_setfield(L, -2, "abi");
     lua_pushvalue(L, -3);
     lua_setfield(L, -2, "plugin_load_error"); /* nil, or why a plugin failed */
-    (void)load_error;
 
     /* The binding's other files add their functions and methods. */
     rtL_open_tensor_ops(L);
