@@ -47,9 +47,11 @@ CORE_SRC := $(wildcard core/*.c)
 CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/obj/%.o)
 LUA_SRC  := $(filter-out core/lua/main.c,$(wildcard core/lua/*.c))
 LUA_OBJ  := $(LUA_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gen/lualib.o
-# util.lua first: the other chunks take rt.util when they load.
-LUA_LIB_FILES := scripts/retort/util.lua \
-  $(filter-out scripts/retort/util.lua,$(sort $(wildcard scripts/retort/*.lua)))
+# util.lua first: the other chunks take rt.util when they load; then
+# commands.lua, whose rt.command the cmd_*.lua files call as they load.
+LUA_FIRST := scripts/retort/util.lua scripts/retort/commands.lua
+LUA_LIB_FILES := $(LUA_FIRST) \
+  $(filter-out $(LUA_FIRST),$(sort $(wildcard scripts/retort/*.lua)))
 PLUG_SRC := $(wildcard plugins/teachers/*.c plugins/losses/*.c plugins/students/*.c)
 PLUGINS  := $(addprefix $(PLUGDIR)/,$(notdir $(PLUG_SRC:.c=.so)))
 

@@ -9,11 +9,13 @@ rt.data.info = setmetatable({}, { __mode = "k" })
 rt.data.fashion_mnist_dir = "/usr/share/datasets/fashion-mnist"
 
 -- rt.data.idx{ images = path, labels = path [, limit = n] [, scale = 1/255]
---              [, name = "...", license = "..."] } -> dataset
+--              [, name = "...", license = "...", origin = "..."] } -> dataset
+-- name, license (the declared licence) and origin (who made and labelled
+-- it) go into every manifest and checkpoint trained on it.
 -- Images become f32 scaled by `scale`, labels i32 class ids.
 function rt.data.idx(o)
   if type(o) ~= "table" then error("rt.data.idx: needs a table {images = ..., labels = ...}", 2) end
-  util.check_keys(o, { images = 1, labels = 1, limit = 1, scale = 1, name = 1, license = 1 }, "rt.data.idx", 2)
+  util.check_keys(o, { images = 1, labels = 1, limit = 1, scale = 1, name = 1, license = 1, origin = 1 }, "rt.data.idx", 2)
   if type(o.images) ~= "string" then error("rt.data.idx: 'images' must be a path", 2) end
   local x = util.call(rt.idx_read, o.images, "f32", o.scale or (1 / 255))
   local y = o.labels and util.call(rt.idx_read, o.labels, "i32")
@@ -25,7 +27,7 @@ function rt.data.idx(o)
     y = y and y:narrow(1, 1, o.limit)
   end
   local ds = util.call(rt.dataset, x, y)
-  rt.data.info[ds] = { name = o.name, license = o.license, files = { o.images, o.labels }, size = #x }
+  rt.data.info[ds] = { name = o.name, license = o.license, origin = o.origin, files = { o.images, o.labels }, size = #x }
   return ds
 end
 
@@ -42,5 +44,7 @@ function rt.data.fashion_mnist(split, o)
       :format(images), 2)
   end
   return rt.data.idx{ images = images, labels = ("%s/%s-labels-idx1-ubyte.gz"):format(dir, prefix),
-                      limit = o.limit, name = "fashion-mnist/" .. split, license = "MIT" }
+                      limit = o.limit, name = "fashion-mnist/" .. split, license = "MIT",
+                      origin = "Zalando Research (Xiao, Rasul, Vollgraf 2017), labelled by Zalando's in-house experts;"
+                        .. " Debian package dataset-fashion-mnist" }
 end

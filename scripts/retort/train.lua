@@ -15,31 +15,56 @@ local function forward_eval(model, x)
   return model:forward(x)
 end
 
--- rt.evaluate(model, data [, {teacher = t, batch = 1000}]) ->
---   { accuracy, samples, seconds [, agreement, kl] }
--- accuracy: top-1 against the labels; agreement: top-1 equal to the
--- teacher's; kl: mean over samples of KL(teacher || model) at T = 1.
+-- rt.evaluate(model, data [, {teacher = t, batch = 1000, bins = 15, quiet}]) ->
+--   { accuracy, top5, samples, seconds, per_class, confusion, ece, bins
+--     [, agreement, kl, js] }
+-- accuracy: top-1 against the labels; top5: label among the 5 largest
+-- logits (top-C when there are fewer classes); per_class[c]: accuracy on
+-- the samples labelled c (false if none); confusion[label][prediction]:
+-- counts; ece: expected calibration error over `bins` equal confidence bins,
+-- bins[b] = {lo, hi, count, confidence, accuracy} for a reliability curve.
+-- agreement: top-1 equal to the teacher's; kl: mean over samples of
+-- KL(teacher || model) at T = 1; js: mean Jensen-Shannon divergence.
+-- The label-dependent fields are absent for data without labels.
 function rt.evaluate(model, data, o)
   o = o or {}
-  util.check_keys(o, { teacher = 1, batch = 1 }, "rt.evaluate", 2)
-  local correct, agree, kl, n = 0, 0, 0.0, 0
+  util.check_keys(o, { teacher = 1, batch = 1, bins = 1, quiet = 1, label = 1 }, "rt.evaluate", 2)
+  local correct, top5, agree, kl, js, n = 0, 0, 0, 0.0, 0.0, 0
   local has_labels = data:y() ~= nil
+  local stats
+  local bs = o.batch or 1000
+  local progress = rt.progress(o.label or "evaluate", math.ceil(data:size() / bs), o.quiet)
   local t0 = rt.clock()
-  for x, y in data:batches(o.batch or 1000) do
+  for x, y in data:batches(bs) do
     local z = forward_eval(model, x)
-    if has_labels then correct = correct + rt.count_correct(z, y) end
+    if has_labels then
+      local C = z:size(2)
+      stats = stats or rt.class_stats(C, o.bins or 15)
+      correct = correct + rt.count_correct(z, y)
+      top5 = top5 + rt.count_topk(z, y, math.min(5, C))
+      stats:add(z, y)
+    end
     if o.teacher then
       local tz = o.teacher:forward(x)
       agree = agree + rt.count_agree(z, tz)
       kl = kl + rt.kl_sum(tz, z, 1)
+      js = js + rt.js_sum(tz, z, 1)
     end
     n = n + #x
+    progress:update(math.ceil(n / bs))
   end
+  progress:finish()
   local r = { samples = n, seconds = rt.clock() - t0 }
-  if has_labels then r.accuracy = correct / n end
+  if has_labels and n > 0 then
+    r.accuracy = correct / n
+    r.top5 = top5 / n
+    local s = stats:result()
+    r.per_class, r.confusion, r.ece, r.bins = s.per_class, s.confusion, s.ece, s.bins
+  end
   if o.teacher then
     r.agreement = agree / n
     r.kl = kl / n
+    r.js = js / n
   end
   return r
 end
@@ -49,10 +74,20 @@ end
 local Progress = {}
 Progress.__index = Progress
 
-local function new_progress(quiet, label, total)
-  return setmetatable({ quiet = quiet, tty = rt.isatty(2), label = label, total = total, last = 0,
-                        t0 = rt.clock() }, Progress)
+-- RETORT_QUIET=1 silences every progress display, as quiet = true does.
+function rt.quiet(quiet)
+  return quiet == true or os.getenv("RETORT_QUIET") == "1"
 end
+
+-- rt.progress(label, total [, quiet]) -> p; p:update(done [, text]) and
+-- p:finish().  On a terminal (stderr): a bar with the rate, the ETA and
+-- `text` (the loss terms), redrawn at most 10 times a second; otherwise a
+-- plain line every 5 seconds, so a log file gets a heartbeat, not a flood.
+local function new_progress(quiet, label, total)
+  return setmetatable({ quiet = rt.quiet(quiet), tty = rt.isatty(2), label = label, total = math.max(total, 1),
+                        last = 0, t0 = rt.clock() }, Progress)
+end
+function rt.progress(label, total, quiet) return new_progress(quiet, label, total) end
 
 function Progress:update(done, text)
   if self.quiet then return end
@@ -68,7 +103,11 @@ function Progress:update(done, text)
     self.last = now
   elseif now - self.last >= 5 then
     -- not a terminal: a plain line every few seconds
-    if self.last > 0 then io.stderr:write(("%s %d/%d %s\n"):format(self.label, done, self.total, text or "")) end
+    if self.last > 0 then
+      local rate = done / math.max(now - self.t0, 1e-9)
+      io.stderr:write(("%s %d/%d %.0f/s eta %.0fs %s\n"):format(self.label, done, self.total, rate,
+        (self.total - done) / math.max(rate, 1e-9), text or ""))
+    end
     self.last = now
   end
 end
@@ -81,9 +120,12 @@ end
 
 -- Accepts {{loss, weight}, ...}, {loss = l, weight = w}, a single loss, or
 -- a list of losses (weight 1).  weight: number or function(epoch, step).
+-- A term may carry temperature = number | function(epoch, step): distill
+-- calls loss:set("temperature", T) before a step whenever T changes (the
+-- loss needs a temperature option it can change: checked here, up front).
 local function normalize_terms(spec, level)
   local terms = {}
-  local function add(l, w, name)
+  local function add(l, w, name, temperature)
     if type(l) ~= "userdata" or not pcall(l.needs, l) then
       error("distill: each loss term needs a loss (from rt.loss or a Lua loss)", level + 2)
     end
@@ -91,19 +133,32 @@ local function normalize_terms(spec, level)
     if type(w) ~= "number" and type(w) ~= "function" then
       error("distill: a loss weight must be a number or a function(epoch, step)", level + 2)
     end
+    if temperature ~= nil then
+      if type(temperature) ~= "number" and type(temperature) ~= "function" then
+        error("distill: a temperature must be a number or a function(epoch, step)", level + 2)
+      end
+      local T0 = rt.json_decode(l:options_json()).temperature
+      if type(T0) ~= "number" then
+        error(("distill: loss '%s' has no temperature option to schedule"):format(l:name()), level + 2)
+      end
+      local ok, err = pcall(l.set, l, "temperature", T0)
+      if not ok then
+        error(("distill: loss '%s' cannot change its temperature: %s"):format(l:name(), tostring(err)), level + 2)
+      end
+    end
     local needs_teacher, needs_target = l:needs()
     terms[#terms + 1] = { loss = l, weight = w, name = name or l:name(), needs_teacher = needs_teacher,
-                          needs_target = needs_target }
+                          needs_target = needs_target, temperature = temperature }
   end
   if type(spec) == "userdata" then
     add(spec, 1)
   elseif type(spec) == "table" then
     if spec.loss then
-      add(spec.loss, spec.weight, spec.name)
+      add(spec.loss, spec.weight, spec.name, spec.temperature)
     else
       for _, t in ipairs(spec) do
         if type(t) == "userdata" then add(t, 1)
-        elseif type(t) == "table" then add(t[1] or t.loss, t[2] or t.weight, t.name)
+        elseif type(t) == "table" then add(t[1] or t.loss, t[2] or t.weight, t.name, t.temperature)
         else error("distill: 'loss' entries are {loss, weight}", level + 1) end
       end
     end
@@ -122,6 +177,7 @@ end
 -- ---------------------------------------------------------- checkpoints
 
 local CHECKPOINT = "last.safetensors"
+local BEST = "best.safetensors"
 
 -- Writes params + optimizer state + the run's position atomically.
 local function save_checkpoint(path, student, opt, meta_extra)
@@ -163,6 +219,16 @@ local function load_checkpoint(path, student, opt)
 end
 
 -- ------------------------------------------------------------- distill
+
+-- The progress bar's text: the weighted total and every term's value.
+local function progress_text(terms, values, total)
+  local parts = { ("loss %.4f"):format(total) }
+  for _, t in ipairs(terms) do
+    local v = values[t.name]
+    if v and #terms > 1 then parts[#parts + 1] = ("%s %.4f"):format(t.name, v) end
+  end
+  return table.concat(parts, " ")
+end
 
 local DISTILL_KEYS = {
   teacher = 1, student = 1, data = 1, eval = 1, loss = 1, optimizer = 1, schedule = 1, epochs = 1, batch = 1,
@@ -217,7 +283,9 @@ function rt.distill(cfg)
 
   -- run folder, metrics, resume (which restores the RNG seeded here)
   rt.seed(seed)
+  local quiet = rt.quiet(cfg.quiet)
   local out, metrics = cfg.out, nil
+  local manifest, prov_meta, best_acc, best_epoch, last_eval
   local history, start_epoch, step = {}, 0, 0
   if out then
     local ok, err = rt.mkdir(out)
@@ -232,6 +300,21 @@ function rt.distill(cfg)
       os.remove(out .. "/metrics.jsonl")
     end
     metrics = util.jsonl(out .. "/metrics.jsonl")
+    -- manifest.json now, so that a run that dies still says what it was;
+    -- rewritten at the end with the times, the result and the best epoch.
+    manifest = rt.provenance{ student = student, teacher = teacher, eval_teacher = eval_teacher, data = data,
+                              eval = cfg.eval, terms = terms, seed = seed,
+                              name = cfg.name or (teacher and "distill" or "fit") }
+    prov_meta = rt.provenance_meta(manifest)
+    manifest.started, manifest.status, manifest.epochs, manifest.batch = rt.utc_now(), "running", epochs, bs
+    manifest.resumed_at_epoch = start_epoch > 0 and start_epoch or nil
+    manifest.checkpoints = { last = CHECKPOINT, best = BEST,
+                             best_selected_on = cfg.eval and "eval" or "none (no eval data: best = last)" }
+    rt.write_atomic(out .. "/manifest.json", rt.json_encode(manifest) .. "\n")
+    for _, row in ipairs(history) do
+      local a = row.test and row.test.accuracy
+      if a and (best_acc == nil or a > best_acc) then best_acc, best_epoch = a, row.epoch end
+    end
   end
 
   -- The teacher's logits for the whole training set, once: the data has
@@ -240,14 +323,17 @@ function rt.distill(cfg)
   if teacher and cfg.cache_teacher ~= false and start_epoch < epochs then
     local t0 = rt.clock()
     local pos = 1
+    local progress = rt.progress("teacher labels", math.ceil(n / 1000), quiet)
     for x in data:batches(1000) do
       local z = teacher:forward(x)
       if not cache then cache = rt.zeros({ n, z:size(2) }) end
       cache:narrow(1, pos, #x):copy(z)
       pos = pos + #x
+      progress:update(math.ceil((pos - 1) / 1000))
     end
+    progress:finish()
     cache = rt.dataset(cache)
-    if not cfg.quiet then
+    if not quiet then
       io.stderr:write(("teacher logits cached for %d samples in %.1fs\n"):format(n, rt.clock() - t0))
     end
   end
@@ -258,7 +344,7 @@ function rt.distill(cfg)
   for epoch = start_epoch, epochs - 1 do
     local sums, count = {}, 0
     for i = 1, #terms do sums[i] = 0 end
-    local progress = new_progress(cfg.quiet, ("%s %d/%d"):format(name, epoch + 1, epochs), steps_per_epoch)
+    local progress = new_progress(quiet, ("%s %d/%d"):format(name, epoch + 1, epochs), steps_per_epoch)
     local t0 = rt.clock()
     local b = 0
     for x, y, idx in data:batches(bs, { shuffle = true, seed = seed, epoch = epoch }) do
@@ -282,6 +368,14 @@ function rt.distill(cfg)
       for i, t in ipairs(terms) do
         local w = t.weight
         if type(w) == "function" then w = w(epoch, step) end
+        if t.temperature ~= nil then
+          local T = t.temperature
+          if type(T) == "function" then T = T(epoch, step) end
+          if T ~= t.current_temperature then
+            t.loss:set("temperature", T)
+            t.current_temperature = T
+          end
+        end
         local v = t.loss:forward(s, t.needs_teacher and tz or nil, t.needs_target and y or nil, epoch, step)
         if v ~= v or v == math.huge or v == -math.huge then
           error(("%s: step %d (epoch %d): loss term '%s' is %s"):format(name, step, epoch + 1, t.name, tostring(v)), 0)
@@ -302,7 +396,7 @@ function rt.distill(cfg)
         metrics.write{ event = "step", epoch = epoch + 1, step = step, lr = lr, loss = total, terms = values }
       end
       step = step + 1
-      progress:update(b, ("loss %.4f"):format(total))
+      progress:update(b, progress_text(terms, values, total))
     end
     progress:finish()
     local seconds = rt.clock() - t0
@@ -311,15 +405,16 @@ function rt.distill(cfg)
                   lr = lr_at(math.max(step - 1, 0)), train = {} }
     for i, t in ipairs(terms) do row.train[t.name] = sums[i] / count end
     if cfg.eval then
-      local r = rt.evaluate(student, cfg.eval, { teacher = eval_teacher })
-      row.test = { accuracy = r.accuracy, agreement = r.agreement, kl = r.kl }
+      local r = rt.evaluate(student, cfg.eval, { teacher = eval_teacher, quiet = quiet, label = name .. " eval" })
+      row.test = { accuracy = r.accuracy, agreement = r.agreement, kl = r.kl, top5 = r.top5, ece = r.ece, js = r.js }
+      last_eval = r
     end
     history[#history + 1] = row
     if metrics then
       metrics.write{ event = "epoch", epoch = row.epoch, step = step, seconds = seconds,
                      samples_per_second = row.samples_per_second, train = row.train, test = row.test }
     end
-    if not cfg.quiet then
+    if not quiet then
       local parts = {}
       for _, t in ipairs(terms) do parts[#parts + 1] = ("%s %.4f"):format(t.name, row.train[t.name]) end
       local test = ""
@@ -331,19 +426,45 @@ function rt.distill(cfg)
         test, seconds))
     end
     if out then
-      save_checkpoint(out .. "/" .. CHECKPOINT, student, opt, {
+      local extra = {
         ["run.epoch"] = tostring(epoch), ["run.step"] = tostring(step), ["run.history"] = rt.json_encode(history),
         ["run.seed"] = tostring(seed),
-      })
+      }
+      for k, v in pairs(prov_meta) do extra[k] = v end
+      save_checkpoint(out .. "/" .. CHECKPOINT, student, opt, extra)
+      -- best: weights only, by held-out accuracy; without eval data, the
+      -- last weights.  Selecting on the test set flatters it: the manifest
+      -- and the report say "best on eval".
+      local acc = row.test and row.test.accuracy
+      if acc == nil or best_acc == nil or acc > best_acc then
+        if acc then best_acc, best_epoch = acc, row.epoch end
+        local meta = { ["run.epoch"] = tostring(epoch), ["run.seed"] = tostring(seed),
+                       ["run.selected_on"] = acc and ("eval accuracy %.6f"):format(acc) or "last (no eval data)" }
+        for k, v in pairs(prov_meta) do meta[k] = v end
+        student:save(out .. "/" .. BEST, meta)
+      end
     end
     if cfg.on_epoch then cfg.on_epoch(row) end
   end
   if metrics then metrics.close() end
+  if manifest then
+    manifest.finished, manifest.status, manifest.steps = rt.utc_now(), "finished", step
+    manifest.checkpoints.best_epoch, manifest.checkpoints.best_accuracy = best_epoch, best_acc
+    manifest.result = history[#history] and history[#history].test
+    manifest.epoch_seconds = (epochs - start_epoch) > 0 and train_seconds / (epochs - start_epoch) or nil
+    rt.write_atomic(out .. "/manifest.json", rt.json_encode(manifest) .. "\n")
+    -- the final model's full evaluation (confusion matrix, calibration bins)
+    if last_eval then
+      last_eval.seconds = nil
+      rt.write_atomic(out .. "/eval.json", rt.json_encode(last_eval) .. "\n")
+    end
+  end
   local epochs_run = epochs - start_epoch
   return {
     history = history, test = history[#history] and history[#history].test, out = out, steps = step,
     epoch_seconds = epochs_run > 0 and train_seconds / epochs_run or nil,
-    checkpoint = out and (out .. "/" .. CHECKPOINT),
+    checkpoint = out and (out .. "/" .. CHECKPOINT), best = out and (out .. "/" .. BEST),
+    manifest = out and (out .. "/manifest.json"),
   }
 end
 
