@@ -150,7 +150,7 @@ $(BUILD)/bench/%: bench/%.c $(LIB)
 	  -lm -Wl,-rpath,'$$ORIGIN/../lib'
 
 # The out-of-tree example, built here with the same flags as the plugins.
-EXAMPLES := $(BUILD)/examples/cosine_logits.so
+EXAMPLES := $(BUILD)/examples/cosine_logits.so $(BUILD)/examples/margin_rank.so
 $(BUILD)/examples/%.so: examples/custom_loss/%.c core/rt_plugin.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_PLUG) -shared -o $@ $< $(LDSAN) -lm -Wl,-z,defs
