@@ -63,7 +63,7 @@ BENCH_SRC := $(wildcard bench/*.c)
 BENCHES  := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
 DEPS_PKGS := build-essential pkg-config liblua5.4-dev lua5.4 libopenblas-dev \
-             libcjson-dev zlib1g-dev dataset-fashion-mnist strace
+             libcjson-dev zlib1g-dev dataset-fashion-mnist chromium strace
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all deps demo test check bench fuzz install uninstall clean check-plugins
@@ -155,7 +155,13 @@ $(BUILD)/examples/%.so: examples/custom_loss/%.c core/rt_plugin.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_PLUG) -shared -o $@ $< $(LDSAN) -lm -Wl,-z,defs
 
-check: all $(TESTS) $(FIXTURES) $(EXAMPLES)
+# png_marks: reads Chromium's screenshot for tests/check_report.sh.
+PNG_MARKS := $(BUILD)/tests/png_marks
+$(PNG_MARKS): tests/png_marks.c
+	@mkdir -p $(dir $@)
+	$(CC) $(BASEFLAGS) -o $@ $< $(LDSAN) -lz
+
+check: all $(TESTS) $(FIXTURES) $(EXAMPLES) $(PNG_MARKS)
 	@BUILD=$(BUILD) bash tests/run.sh
 
 test: deps

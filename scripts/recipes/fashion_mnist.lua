@@ -98,3 +98,22 @@ print()
 print(rt.util.format_table(headers, rows))
 print(("\ncompression %.1fx in parameters; runs and checkpoints in %s"):format(tp / sp, o.out))
 rt.write_atomic(o.out .. "/results.md", rt.util.format_table(headers, rows, true) .. "\n")
+
+-- 4. What the run tells its user: every model evaluated on the test set
+--    (top-5, calibration, confusion, fidelity to the teacher), its size and
+--    its latency at batch 1 (p50/p95 over 200 runs) and throughput at batch
+--    1000, all measured here in one process so the figures compare; then
+--    the report.  The students' figures are their last weights, as above.
+rt.summarize{
+  out = o.out, data = test, teacher = "teacher", quiet = o.quiet,
+  title = "Fashion-MNIST: distilling a 784-1200-1200-10 MLP into 784-128-10",
+  note = ("Teacher %d epochs; each student %d epochs from the same initial weights and batch order; "
+    .. "KD at T=%g, alpha=%g, plus CE."):format(o.teacher_epochs, o.epochs, o.temperature, o.alpha),
+  models = {
+    { name = "teacher", role = "teacher", model = teacher, run = "teacher", checkpoint = teacher_dir .. "/best.safetensors" },
+    { name = "baseline", role = "baseline", model = baseline, run = "baseline",
+      checkpoint = o.out .. "/baseline/best.safetensors" },
+    { name = "kd", role = "student", model = kd_student, run = "kd", checkpoint = o.out .. "/kd/best.safetensors" },
+  },
+}
+print("report: " .. rt.report(o.out))

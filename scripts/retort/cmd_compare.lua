@@ -1,0 +1,51 @@
+-- cmd_compare.lua: retort compare RUN_DIR... [--markdown]
+-- One table of final metrics side by side: a row per model, from each
+-- folder's summary.json (several models) or manifest.json + eval.json (one
+-- run).  --markdown prints a Markdown table instead of aligned text.
+local rt = ...
+local f = nil
+
+local HEADERS = { "run", "model", "test acc %", "top-5 %", "agree %", "KL(t||s)", "JS", "ECE %", "params", "FLOPs",
+                  "disk", "p50 us", "p95 us", "runs", "speed-up", "compress" }
+
+local function rows_of(dir)
+  f = f or rt.report.format
+  local s = rt.report.load(dir)
+  local rows = {}
+  local function p(v) return type(v) == "number" and ("%.2f"):format(100 * v) or "-" end
+  local function n(v, d) return type(v) == "number" and ("%." .. d .. "f"):format(v) or "-" end
+  for _, m in ipairs(s.models) do
+    local e, z, l = m.eval or {}, m.size or {}, m.latency
+    rows[#rows + 1] = {
+      dir, m.name, p(e.accuracy), p(e.top5), p(e.agreement), n(e.kl, 4), n(e.js, 4), p(e.ece),
+      type(z.params) == "number" and math.tointeger(z.params) or "-",
+      type(z.flops) == "number" and (f.si(z.flops, ""):gsub(" $", "")) or "-",
+      type(z.disk_bytes) == "number" and f.bytes(z.disk_bytes) or "-", l and n(l.p50_ms * 1e3, 1) or "-", l and n(l.p95_ms * 1e3, 1) or "-",
+      l and math.tointeger(l.runs) or "-",
+      m.speedup and ("%.1fx"):format(m.speedup) or "-", m.compression and ("%.1fx"):format(m.compression) or "-",
+    }
+  end
+  return rows
+end
+
+rt.command{
+  name = "compare", usage = "compare RUN_DIR...", help = "side-by-side table of runs' final metrics (--markdown)",
+  run = function(args)
+    local dirs, markdown = {}, false
+    for _, a in ipairs(args) do
+      if a == "--markdown" then markdown = true
+      elseif a == "--help" or a == "-h" then
+        print("usage: retort compare RUN_DIR... [--markdown]")
+        return 0
+      elseif a:match("^%-%-") then error("unknown option " .. a .. " (--markdown)", 0)
+      else dirs[#dirs + 1] = (a:gsub("/+$", "")) end
+    end
+    if #dirs == 0 then error("needs at least one run folder", 0) end
+    local rows = {}
+    for _, d in ipairs(dirs) do
+      for _, r in ipairs(rows_of(d)) do rows[#rows + 1] = r end
+    end
+    print(rt.util.format_table(HEADERS, rows, markdown))
+    return 0
+  end,
+}

@@ -1,0 +1,796 @@
+-- report.lua: report.html, the page a person looks at after a run.
+--
+-- rt.report(dir [, {out = path, title = "..."}]) -> path of the page.
+-- dir is either a run folder (manifest.json, metrics.jsonl, eval.json: one
+-- model) or a folder with summary.json (rt.summarize: several models side
+-- by side, each naming its run sub-folder).  The page is one file: inline
+-- CSS and SVG, no script, no font or image from anywhere, so it opens
+-- offline and makes no network request (tests/check_report.sh proves it in
+-- Chromium).
+--
+-- Every chart is <figure class="chart"><svg>...<g class="marks">...</g>
+-- </svg></figure>: its data are drawn in colour inside .marks, axes, grid
+-- and text in neutral greys, legends outside the SVG.  The Chromium check
+-- relies on that split to tell a drawn chart from an empty frame.
+local rt = ...
+local util = rt.util
+
+local M = {}
+
+-- ------------------------------------------------------------- loading
+
+local function read_json(path)
+  local s = util.read_file(path)
+  if not s then return nil end
+  local ok, v = pcall(rt.json_decode, s)
+  if not ok then error(("report: %s is not JSON: %s"):format(path, tostring(v)), 0) end
+  return v
+end
+
+local function read_jsonl(path)
+  local f = io.open(path, "r")
+  if not f then return {} end
+  local rows = {}
+  for line in f:lines() do
+    if line:match("%S") then
+      local ok, v = pcall(rt.json_decode, line)
+      if ok then rows[#rows + 1] = v end -- a torn last line of a killed run is skipped
+    end
+  end
+  f:close()
+  return rows
+end
+
+local function load_run(dir)
+  local r = { dir = dir, manifest = read_json(dir .. "/manifest.json"), steps = {}, epochs = {} }
+  for _, row in ipairs(read_jsonl(dir .. "/metrics.jsonl")) do
+    if row.event == "step" then r.steps[#r.steps + 1] = row
+    elseif row.event == "epoch" then r.epochs[#r.epochs + 1] = row end
+  end
+  r.eval = read_json(dir .. "/eval.json")
+  return r
+end
+
+-- The summary of dir: summary.json as written, or one made from a run
+-- folder's manifest and eval.json.
+function M.load(dir)
+  local s = read_json(dir .. "/summary.json")
+  if s then
+    for _, m in ipairs(s.models) do
+      if m.run then m.rundata = load_run(dir .. "/" .. m.run) end
+    end
+    return s
+  end
+  local run = load_run(dir)
+  if not run.manifest then
+    error(("report: %s has neither summary.json nor manifest.json (not a run folder)"):format(dir), 0)
+  end
+  local man = run.manifest
+  local e = run.eval or man.result or {}
+  local name = man.name or "model"
+  local m = { name = name, role = man.teacher and "student" or "model", run = ".", rundata = run, eval = e,
+              size = { params = man.student and man.student.params, flops = man.student and man.student.flops,
+                       disk_bytes = rt.file_size(dir .. "/best.safetensors") } }
+  return { title = name, created = man.finished or man.started, models = { m },
+           eval_data = man.data and man.data.eval }
+end
+
+-- ------------------------------------------------------------ formatting
+
+local function esc(s)
+  return (tostring(s):gsub("[&<>\"']", { ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&quot;",
+                                         ["'"] = "&#39;" }))
+end
+
+local function num(v, digits)
+  if type(v) ~= "number" then return "–" end
+  return ("%." .. (digits or 3) .. "f"):format(v)
+end
+
+local function pct(v, digits) return type(v) == "number" and (num(100 * v, digits or 2) .. "%") or "–" end
+
+local function int(v)
+  if type(v) ~= "number" then return "–" end
+  local s = ("%d"):format(math.floor(v + 0.5))
+  return (s:reverse():gsub("(%d%d%d)", "%1,"):reverse():gsub("^,", ""))
+end
+
+local function si(v, unit)
+  if type(v) ~= "number" then return "–" end
+  local a = math.abs(v)
+  if a >= 1e9 then return ("%.2f G%s"):format(v / 1e9, unit) end
+  if a >= 1e6 then return ("%.2f M%s"):format(v / 1e6, unit) end
+  if a >= 1e3 then return ("%.1f k%s"):format(v / 1e3, unit) end
+  return ("%g %s"):format(v, unit)
+end
+
+local function bytes(v)
+  if type(v) ~= "number" then return "–" end
+  if v >= 2 ^ 20 then return ("%.2f MiB"):format(v / 2 ^ 20) end
+  if v >= 2 ^ 10 then return ("%.1f KiB"):format(v / 2 ^ 10) end
+  return ("%d B"):format(v)
+end
+
+local function times(v) return type(v) == "number" and ("%.1f×"):format(v) or "–" end
+
+M.format = { esc = esc, num = num, pct = pct, int = int, si = si, bytes = bytes, times = times }
+
+-- ---------------------------------------------------------------- colours
+
+-- Models: teacher blue, baseline orange, students green then others.  Loss
+-- terms get their own palette.  All saturated: the Chromium check counts
+-- saturated pixels as marks.
+local ROLE_COLOURS = { teacher = "#3b6fb6", baseline = "#e8862a" }
+local STUDENT_COLOURS = { "#2f9e5b", "#c23b8a", "#7a52c7", "#1f9fb0", "#b8860b" }
+local TERM_COLOURS = { "#d9463b", "#2b8cbe", "#8c6bb1", "#e69a00", "#1a9850", "#c51b7d" }
+
+local function model_colours(models)
+  local c, k = {}, 0
+  for _, m in ipairs(models) do
+    if ROLE_COLOURS[m.role] then c[m.name] = ROLE_COLOURS[m.role]
+    else
+      k = k + 1
+      c[m.name] = STUDENT_COLOURS[(k - 1) % #STUDENT_COLOURS + 1]
+    end
+  end
+  return c
+end
+
+-- ---------------------------------------------------------------- charts
+
+-- Ticks at 1, 2 or 5 x 10^k covering [lo, hi], about n of them.
+local function ticks(lo, hi, n)
+  if hi <= lo then hi = lo + 1 end
+  local raw = (hi - lo) / (n or 5)
+  local mag = 10 ^ math.floor(math.log(raw, 10))
+  local step = mag
+  for _, m in ipairs{ 1, 2, 2.5, 5, 10 } do
+    if m * mag >= raw then step = m * mag break end
+  end
+  local t, v = {}, math.ceil(lo / step - 1e-9) * step
+  while v <= hi + step * 1e-9 do
+    t[#t + 1] = v
+    v = v + step
+  end
+  return t, step
+end
+
+local function tick_label(v, step)
+  if step >= 1 then return ("%d"):format(math.floor(v + 0.5)) end
+  local d = math.max(0, math.ceil(-math.log(step, 10) - 1e-9))
+  return ("%." .. d .. "f"):format(v)
+end
+
+local W, H = 560, 300
+local PAD = { l = 58, r = 16, t = 14, b = 44 }
+
+local function svg_open(w, h, label)
+  return ('<svg viewBox="0 0 %d %d" width="%d" height="%d" role="img" aria-label="%s" '
+    .. 'xmlns="http://www.w3.org/2000/svg">'):format(w, h, w, h, esc(label))
+end
+
+-- Axes with grid lines; returns the svg text and the two scale functions.
+local function axes(o)
+  local x0, x1, y0, y1 = o.xlim[1], o.xlim[2], o.ylim[1], o.ylim[2]
+  if x1 <= x0 then x1 = x0 + 1 end
+  if y1 <= y0 then y1 = y0 + 1 end
+  local pl, pr, pt, pb = PAD.l, W - PAD.r, PAD.t, H - PAD.b
+  local function sx(v) return pl + (v - x0) * (pr - pl) / (x1 - x0) end
+  local function sy(v) return pb - (v - y0) * (pb - pt) / (y1 - y0) end
+  local out = {}
+  local yt, ys = ticks(y0, y1, 5)
+  for _, v in ipairs(yt) do
+    if v >= y0 - 1e-12 and v <= y1 + 1e-12 then
+      out[#out + 1] = ('<line class="gl" x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f"/>'):format(pl, pr, sy(v), sy(v))
+      out[#out + 1] = ('<text class="tick" x="%.1f" y="%.1f" text-anchor="end">%s</text>'):format(pl - 6,
+        sy(v) + 4, (o.yfmt or tick_label)(v, ys))
+    end
+  end
+  local xt, xs = ticks(x0, x1, o.xticks or 6)
+  if o.xint and xs < 1 then xt, xs = ticks(x0, x1, math.max(1, math.floor(x1 - x0))) end
+  for _, v in ipairs(xt) do
+    if v >= x0 - 1e-12 and v <= x1 + 1e-12 then
+      out[#out + 1] = ('<line class="tickmark" x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f"/>'):format(sx(v), sx(v), pb,
+        pb + 4)
+      out[#out + 1] = ('<text class="tick" x="%.1f" y="%.1f" text-anchor="middle">%s</text>'):format(sx(v), pb + 17,
+        (o.xfmt or tick_label)(v, xs))
+    end
+  end
+  out[#out + 1] = ('<line class="axis" x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f"/>'):format(pl, pr, pb, pb)
+  out[#out + 1] = ('<line class="axis" x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f"/>'):format(pl, pl, pt, pb)
+  if o.xlabel then
+    out[#out + 1] = ('<text class="label" x="%.1f" y="%d" text-anchor="middle">%s</text>'):format((pl + pr) / 2,
+      H - 6, esc(o.xlabel))
+  end
+  if o.ylabel then
+    out[#out + 1] = ('<text class="label" transform="translate(14 %.1f) rotate(-90)" text-anchor="middle">%s</text>')
+      :format((pt + pb) / 2, esc(o.ylabel))
+  end
+  return table.concat(out), sx, sy
+end
+
+local function legend(items)
+  local out = { '<div class="legend">' }
+  for _, it in ipairs(items) do
+    out[#out + 1] = ('<span><i style="background:%s%s"></i>%s</span>'):format(it.colour,
+      it.dash and ";background:repeating-linear-gradient(90deg," .. it.colour .. " 0 5px,transparent 5px 8px)" or "",
+      esc(it.label))
+  end
+  out[#out + 1] = "</div>"
+  return table.concat(out)
+end
+
+local function figure(id, title, body, note, legend_html)
+  return ('<figure class="chart" id="chart-%s"><figcaption>%s</figcaption>%s%s%s</figure>'):format(id, esc(title),
+    legend_html or "", body, note and ('<p class="note">' .. note .. "</p>") or "")
+end
+
+-- series = { {label, colour, points = {{x, y}, ...}, dash, dots}, ... }
+local function line_chart(o)
+  local xmin, xmax, ymin, ymax = math.huge, -math.huge, math.huge, -math.huge
+  for _, s in ipairs(o.series) do
+    for _, p in ipairs(s.points) do
+      xmin, xmax = math.min(xmin, p[1]), math.max(xmax, p[1])
+      ymin, ymax = math.min(ymin, p[2]), math.max(ymax, p[2])
+    end
+  end
+  for _, h in ipairs(o.hlines or {}) do ymin, ymax = math.min(ymin, h.y), math.max(ymax, h.y) end
+  if xmin == math.huge then xmin, xmax, ymin, ymax = 0, 1, 0, 1 end
+  if ymax - ymin < 1e-6 * math.max(1, math.abs(ymax)) then -- one value: a visible band around it
+    local d = math.max(0.5, 0.1 * math.abs(ymax))
+    ymin, ymax = ymin - d, ymax + d
+  end
+  if o.ylim then ymin, ymax = o.ylim[1] or ymin, o.ylim[2] or ymax
+  else
+    local padv = (ymax - ymin) * 0.06 + 1e-9
+    ymin, ymax = ymin - padv, ymax + padv
+  end
+  local yt = ticks(ymin, ymax, 5)
+  ymin, ymax = math.min(ymin, yt[1]), math.max(ymax, yt[#yt])
+  local ax, sx, sy = axes{ xlim = { o.xmin or xmin, o.xmax or xmax }, ylim = { ymin, ymax }, xlabel = o.xlabel,
+                           ylabel = o.ylabel, yfmt = o.yfmt, xint = o.xint }
+  local out = { svg_open(W, H, o.title), ax, '<g class="marks">' }
+  for _, h in ipairs(o.hlines or {}) do
+    out[#out + 1] = ('<line x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f" stroke="%s" stroke-width="2" '
+      .. 'stroke-dasharray="6 4"/>'):format(PAD.l, W - PAD.r, sy(h.y), sy(h.y), h.colour)
+  end
+  for _, s in ipairs(o.series) do
+    local pts = {}
+    for _, p in ipairs(s.points) do pts[#pts + 1] = ("%.1f,%.1f"):format(sx(p[1]), sy(p[2])) end
+    if #pts > 0 then
+      out[#out + 1] = ('<polyline fill="none" stroke="%s" stroke-width="2.2" stroke-linejoin="round" %s points="%s"/>')
+        :format(s.colour, s.dash and 'stroke-dasharray="7 4"' or "", table.concat(pts, " "))
+      if s.dots or #pts == 1 then
+        for _, p in ipairs(s.points) do
+          out[#out + 1] = ('<circle cx="%.1f" cy="%.1f" r="3.2" fill="%s"/>'):format(sx(p[1]), sy(p[2]), s.colour)
+        end
+      end
+    end
+  end
+  out[#out + 1] = "</g></svg>"
+  local items = {}
+  for _, s in ipairs(o.series) do items[#items + 1] = { label = s.label, colour = s.colour, dash = s.dash } end
+  for _, h in ipairs(o.hlines or {}) do items[#items + 1] = { label = h.label, colour = h.colour, dash = true } end
+  return figure(o.id, o.title, table.concat(out), o.note, legend(items))
+end
+
+-- Horizontal bars: items = { {label, value, colour, whisker = hi, text} }.
+local function bar_chart(o)
+  local n = #o.items
+  local rowh = 34
+  local h = PAD.t + n * rowh + 40
+  local lw = 120
+  local vmax = 0
+  for _, it in ipairs(o.items) do vmax = math.max(vmax, it.whisker or it.value or 0) end
+  if vmax <= 0 then vmax = 1 end
+  local t, step = ticks(0, vmax * 1.05, 5)
+  vmax = t[#t]
+  local x0, x1 = lw, W - 150
+  local function sx(v) return x0 + v * (x1 - x0) / vmax end
+  local out = { svg_open(W, h, o.title) }
+  local bottom = PAD.t + n * rowh
+  for _, v in ipairs(t) do
+    out[#out + 1] = ('<line class="gl" x1="%.1f" x2="%.1f" y1="%d" y2="%d"/>'):format(sx(v), sx(v), PAD.t, bottom)
+    out[#out + 1] = ('<text class="tick" x="%.1f" y="%d" text-anchor="middle">%s</text>'):format(sx(v), bottom + 16,
+      (o.tickfmt or tick_label)(v, step))
+  end
+  if o.xlabel then
+    out[#out + 1] = ('<text class="label" x="%.1f" y="%d" text-anchor="middle">%s</text>'):format((x0 + x1) / 2,
+      h - 4, esc(o.xlabel))
+  end
+  out[#out + 1] = '<g class="marks">'
+  for i, it in ipairs(o.items) do
+    local y = PAD.t + (i - 1) * rowh + 6
+    out[#out + 1] = ('<rect x="%.1f" y="%d" width="%.1f" height="%d" rx="3" fill="%s"/>'):format(x0, y,
+      math.max(sx(it.value or 0) - x0, 1), rowh - 12, it.colour)
+    if it.whisker then
+      local cy = y + (rowh - 12) / 2
+      out[#out + 1] = ('<line x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f" stroke="%s" stroke-width="2"/>'):format(
+        sx(it.value), sx(it.whisker), cy, cy, it.colour)
+      out[#out + 1] = ('<line x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f" stroke="%s" stroke-width="2"/>'):format(
+        sx(it.whisker), sx(it.whisker), cy - 7, cy + 7, it.colour)
+    end
+  end
+  out[#out + 1] = "</g>"
+  for i, it in ipairs(o.items) do
+    local y = PAD.t + (i - 1) * rowh + 6 + (rowh - 12) / 2 + 4
+    out[#out + 1] = ('<text class="barlabel" x="%d" y="%.1f" text-anchor="end">%s</text>'):format(lw - 8, y,
+      esc(it.label))
+    -- the value after the bar, or inside a long bar where it would not fit
+    local xe = sx(it.value or 0)
+    if xe > x0 + 0.62 * (x1 - x0) then
+      out[#out + 1] = ('<text class="value inside" x="%.1f" y="%.1f" text-anchor="end">%s</text>'):format(xe - 8, y,
+        esc(it.text or ""))
+    else
+      out[#out + 1] = ('<text class="value" x="%.1f" y="%.1f">%s</text>'):format(sx(it.whisker or it.value or 0) + 6,
+        y, esc(it.text or ""))
+    end
+  end
+  out[#out + 1] = ('<line class="axis" x1="%d" x2="%d" y1="%d" y2="%d"/>'):format(x0, x0, PAD.t, bottom)
+  out[#out + 1] = "</svg>"
+  return figure(o.id, o.title, table.concat(out), o.note)
+end
+
+-- Confusion matrix heatmap; colour by the row's share (recall), so rows of
+-- different sizes read alike; the count is written in each cell.
+local function heatmap(o)
+  local cm, C = o.matrix, #o.matrix
+  local cell = math.min(34, math.floor(300 / C))
+  local lw, top = 92, 24
+  local w, h = lw + C * cell + 8, top + C * cell + 64
+  local out = { svg_open(w, h, o.title) }
+  out[#out + 1] = '<g class="marks">'
+  for i = 1, C do
+    local row = 0
+    for j = 1, C do row = row + cm[i][j] end
+    for j = 1, C do
+      local share = row > 0 and cm[i][j] / row or 0
+      -- white to deep blue; the diagonal uses the model's own hue
+      local r, g, b
+      local base = (i == j) and o.diag_rgb or { 33, 84, 168 }
+      local a = share > 0 and (0.12 + 0.88 * share ^ 0.6) or 0
+      r = math.floor(255 + (base[1] - 255) * a + 0.5)
+      g = math.floor(255 + (base[2] - 255) * a + 0.5)
+      b = math.floor(255 + (base[3] - 255) * a + 0.5)
+      out[#out + 1] = ('<rect x="%d" y="%d" width="%d" height="%d" fill="rgb(%d,%d,%d)"><title>%s → %s: %d</title></rect>')
+        :format(lw + (j - 1) * cell, top + (i - 1) * cell, cell - 1, cell - 1, r, g, b, esc(o.labels[i]),
+          esc(o.labels[j]), cm[i][j])
+      if cell >= 24 and cm[i][j] > 0 then
+        out[#out + 1] = ('<text class="cell" x="%.1f" y="%.1f" text-anchor="middle" fill="%s">%d</text>'):format(
+          lw + (j - 0.5) * cell, top + (i - 0.5) * cell + 3.5, a > 0.55 and "#ffffff" or "#333333", cm[i][j])
+      end
+    end
+  end
+  out[#out + 1] = "</g>"
+  for i = 1, C do
+    out[#out + 1] = ('<text class="tick" x="%d" y="%.1f" text-anchor="end">%s</text>'):format(lw - 5,
+      top + (i - 0.5) * cell + 4, esc(o.labels[i]))
+    out[#out + 1] = ('<text class="tick" transform="translate(%.1f %d) rotate(-55)" text-anchor="end">%s</text>')
+      :format(lw + (i - 0.5) * cell + 3, top + C * cell + 6, esc(o.labels[i]))
+  end
+  out[#out + 1] = ('<text class="label" x="%d" y="14">true label ↓  predicted →</text>'):format(lw)
+  out[#out + 1] = "</svg>"
+  return figure(o.id, o.title, table.concat(out), o.note)
+end
+
+-- ------------------------------------------------------------- sections
+
+local CLASS_NAMES = {
+  ["fashion-mnist"] = { "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                        "Ankle boot" },
+}
+
+local function class_labels(s, C)
+  local name = s.eval_data and s.eval_data.name or ""
+  local names = s.classes or CLASS_NAMES[name:match("^([^/]+)") or ""]
+  local l = {}
+  for i = 1, C do l[i] = names and names[i] or tostring(i - 1) end
+  return l
+end
+
+local function hex_rgb(h)
+  return { tonumber(h:sub(2, 3), 16), tonumber(h:sub(4, 5), 16), tonumber(h:sub(6, 7), 16) }
+end
+
+local function loss_charts(s, colours)
+  local out = {}
+  for _, m in ipairs(s.models) do
+    local steps = m.rundata and m.rundata.steps or {}
+    if #steps > 0 then
+      local names, seen = {}, {}
+      for _, r in ipairs(steps) do
+        for k in pairs(r.terms or {}) do
+          if not seen[k] then seen[k] = true names[#names + 1] = k end
+        end
+      end
+      table.sort(names)
+      local series = {}
+      for i, k in ipairs(names) do
+        local pts = {}
+        for _, r in ipairs(steps) do
+          local v = r.terms and r.terms[k]
+          if type(v) == "number" then pts[#pts + 1] = { r.step, v } end
+        end
+        series[#series + 1] = { label = k, colour = TERM_COLOURS[(i - 1) % #TERM_COLOURS + 1], points = pts }
+      end
+      if #names > 1 then
+        local pts = {}
+        for _, r in ipairs(steps) do if type(r.loss) == "number" then pts[#pts + 1] = { r.step, r.loss } end end
+        series[#series + 1] = { label = "weighted total", colour = "#555555", points = pts, dash = true }
+        -- the total is grey (not a mark by colour) on purpose: it repeats the terms
+      end
+      out[#out + 1] = line_chart{ id = "loss-" .. m.name, title = ("Loss terms per step: %s"):format(m.name),
+                                  series = series, xlabel = "optimizer step", ylabel = "loss (training batch)",
+                                  xmin = 0 }
+    end
+  end
+  return out
+end
+
+local function epoch_charts(s, colours)
+  local acc, agree, hl = {}, {}, {}
+  for _, m in ipairs(s.models) do
+    local rows = m.rundata and m.rundata.epochs or {}
+    local pa, pg = {}, {}
+    for _, r in ipairs(rows) do
+      if r.test and r.test.accuracy then pa[#pa + 1] = { r.epoch, 100 * r.test.accuracy } end
+      if r.test and r.test.agreement then pg[#pg + 1] = { r.epoch, 100 * r.test.agreement } end
+    end
+    if #pa > 0 then acc[#acc + 1] = { label = m.name, colour = colours[m.name], points = pa, dots = #pa <= 30 } end
+    if #pg > 0 then agree[#agree + 1] = { label = m.name, colour = colours[m.name], points = pg, dots = #pg <= 30 } end
+    if #pa == 0 and m.eval and m.eval.accuracy then
+      hl[#hl + 1] = { y = 100 * m.eval.accuracy, colour = colours[m.name], label = m.name .. " (final)" }
+    end
+  end
+  local out = {}
+  if #acc > 0 or #hl > 0 then
+    out[#out + 1] = line_chart{ id = "accuracy", title = "Test accuracy per epoch", series = acc, hlines = hl,
+                                xlabel = "epoch", ylabel = "top-1 accuracy (%)", xmin = 1,
+                                xint = true }
+  end
+  if #agree > 0 then
+    local thl = {}
+    out[#out + 1] = line_chart{ id = "agreement", title = "Agreement with the teacher per epoch", series = agree,
+                                hlines = thl, xlabel = "epoch", ylabel = "top-1 agreement (%)", xmin = 1,
+                                xint = true }
+  end
+  return out
+end
+
+local function confusion_charts(s, colours)
+  local out = {}
+  for _, m in ipairs(s.models) do
+    local cm = m.eval and m.eval.confusion
+    if cm and #cm > 0 then
+      out[#out + 1] = heatmap{ id = "confusion-" .. m.name, title = ("Confusion: %s (%s correct)"):format(m.name,
+        pct(m.eval.accuracy)), matrix = cm, labels = class_labels(s, #cm), diag_rgb = hex_rgb(colours[m.name]) }
+    end
+  end
+  return out
+end
+
+local function speed_size_charts(s, colours)
+  local lat, thr, size = {}, {}, {}
+  local runs
+  for _, m in ipairs(s.models) do
+    local l = m.latency
+    if l then
+      runs = l.runs
+      lat[#lat + 1] = { label = m.name, value = l.p50_ms * 1e3, whisker = l.p95_ms * 1e3, colour = colours[m.name],
+                        text = ("%.1f / %.1f µs"):format(l.p50_ms * 1e3, l.p95_ms * 1e3) }
+      thr[#thr + 1] = { label = m.name, value = l.throughput, colour = colours[m.name],
+                        text = si(l.throughput, "samples/s") }
+    end
+    if m.size and m.size.params then
+      size[#size + 1] = { label = m.name, value = m.size.params, colour = colours[m.name],
+                          text = ("%s params, %s"):format(si(m.size.params, ""), bytes(m.size.disk_bytes or
+                            m.size.param_bytes)) }
+    end
+  end
+  local out = {}
+  if #lat > 0 then
+    out[#out + 1] = bar_chart{ id = "latency", title = "Latency per sample at batch 1", items = lat,
+                               xlabel = "microseconds (bar: p50, whisker: p95)",
+                               note = ("p50 and p95 over %d timed runs after %d warm-up runs, each a forward of one "
+                                 .. "sample, measured in one process on %s with %s BLAS thread(s)."):format(runs,
+                                 s.models[1].latency.warmup or 0, esc(s.models[1].latency.blas or "?"),
+                                 tostring(s.models[1].latency.threads or "?")) }
+    out[#out + 1] = bar_chart{ id = "throughput", title = ("Throughput at batch %d"):format(s.models[1].latency.batch),
+                               items = thr, xlabel = "samples per second", tickfmt = function(v) return si(v, "") end,
+                               note = ("median of %d timed forwards of a full batch"):format(
+                                 s.models[1].latency.batch_runs or 0) }
+  end
+  if #size > 0 then
+    out[#out + 1] = bar_chart{ id = "size", title = "Size: parameters", items = size, xlabel = "parameters",
+                               tickfmt = function(v) return si(v, "") end,
+                               note = "bytes: the weights-only checkpoint (best.safetensors) on disk" }
+  end
+  return out
+end
+
+local function calibration_chart(s, colours)
+  local series = {}
+  for _, m in ipairs(s.models) do
+    local bins = m.eval and m.eval.bins
+    if bins then
+      local pts = {}
+      for _, b in ipairs(bins) do
+        if b.count and b.count > 0 then pts[#pts + 1] = { 100 * b.confidence, 100 * b.accuracy } end
+      end
+      series[#series + 1] = { label = ("%s (ECE %.2f%%)"):format(m.name, 100 * (m.eval.ece or 0)),
+                              colour = colours[m.name], points = pts, dots = true }
+    end
+  end
+  if #series == 0 then return {} end
+  -- the diagonal, in grey: perfect calibration (not a mark)
+  local chart = line_chart{ id = "calibration", title = "Calibration (reliability diagram)", series = series,
+                            xlabel = "mean confidence in bin (%)", ylabel = "accuracy in bin (%)", ylim = { 0, 100 },
+                            xmin = 0, xmax = 100, note = ("15 equal-width confidence bins; empty bins are skipped; the dashed "
+                              .. "grey diagonal is perfect calibration.") }
+  local pl, pr, pt, pb = PAD.l, W - PAD.r, PAD.t, H - PAD.b
+  -- both axes run from 0 to 100: the diagonal joins the plot's corners
+  local diag = ('<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#9a9a9a" stroke-width="1.5" '
+    .. 'stroke-dasharray="4 4"/>'):format(pl, pb, pr, pt)
+  chart = chart:gsub('<g class="marks">', diag .. '<g class="marks">', 1)
+  return { chart }
+end
+
+local function per_class_chart(s, colours)
+  local ms = {}
+  for _, m in ipairs(s.models) do if m.eval and m.eval.per_class then ms[#ms + 1] = m end end
+  if #ms == 0 then return {} end
+  local C = #ms[1].eval.per_class
+  local labels = class_labels(s, C)
+  local w, h = 1120, 270
+  local pl, pr, pt, pb = 58, w - 16, 14, h - 34
+  local out = { svg_open(w, h, "Per-class accuracy") }
+  for _, v in ipairs{ 0, 20, 40, 60, 80, 100 } do
+    local y = pb - (pb - pt) * v / 100
+    out[#out + 1] = ('<line class="gl" x1="%d" x2="%d" y1="%.1f" y2="%.1f"/>'):format(pl, pr, y, y)
+    out[#out + 1] = ('<text class="tick" x="%d" y="%.1f" text-anchor="end">%d</text>'):format(pl - 6, y + 4, v)
+  end
+  out[#out + 1] = ('<text class="label" transform="translate(14 %.1f) rotate(-90)" text-anchor="middle">'
+    .. 'accuracy (%%)</text>'):format((pt + pb) / 2)
+  local gw = (pr - pl) / C
+  local bw = math.min(26, (gw - 10) / #ms)
+  out[#out + 1] = '<g class="marks">'
+  for c = 1, C do
+    for k, m in ipairs(ms) do
+      local v = m.eval.per_class[c]
+      if type(v) == "number" then
+        local x = pl + (c - 1) * gw + (gw - bw * #ms) / 2 + (k - 1) * bw
+        local y = pb - (pb - pt) * v
+        out[#out + 1] = ('<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"><title>%s, %s: %.2f%%</title>'
+          .. '</rect>'):format(x, y, bw - 2, pb - y, colours[m.name], esc(m.name), esc(labels[c]), 100 * v)
+      end
+    end
+  end
+  out[#out + 1] = "</g>"
+  for c = 1, C do
+    out[#out + 1] = ('<text class="tick" x="%.1f" y="%d" text-anchor="middle">%s</text>'):format(pl + (c - 0.5) * gw,
+      pb + 18, esc(labels[c]))
+  end
+  out[#out + 1] = ('<line class="axis" x1="%d" x2="%d" y1="%d" y2="%d"/>'):format(pl, pr, pb, pb)
+  out[#out + 1] = "</svg>"
+  local items = {}
+  for _, m in ipairs(ms) do items[#items + 1] = { label = m.name, colour = colours[m.name] } end
+  return { figure("per-class", "Per-class accuracy (recall)", table.concat(out), nil, legend(items)) }
+end
+
+local function results_table(s, colours)
+  local cols = {
+    { "model", function(m) return ('<span class="dot" style="background:%s"></span>%s'):format(colours[m.name],
+      esc(m.name)) end, true },
+    { "role", function(m) return esc(m.role or "") end, true },
+    { "test acc", function(m) return pct(m.eval and m.eval.accuracy) end },
+    { "top-5", function(m) return pct(m.eval and m.eval.top5) end },
+    { "agreement", function(m) return pct(m.eval and m.eval.agreement) end },
+    { "KL(t‖s)", function(m) return num(m.eval and m.eval.kl, 4) end },
+    { "JS", function(m) return num(m.eval and m.eval.js, 4) end },
+    { "ECE", function(m) return pct(m.eval and m.eval.ece) end },
+    { "params", function(m) return int(m.size and m.size.params) end },
+    { "FLOPs/sample", function(m) return si(m.size and m.size.flops, "") end },
+    { "on disk", function(m) return bytes(m.size and m.size.disk_bytes) end },
+    { "p50 µs", function(m) return m.latency and num(m.latency.p50_ms * 1e3, 1) or "–" end },
+    { "p95 µs", function(m) return m.latency and num(m.latency.p95_ms * 1e3, 1) or "–" end },
+    { "runs", function(m) return m.latency and int(m.latency.runs) or "–" end },
+    { "samples/s", function(m) return m.latency and si(m.latency.throughput, "") or "–" end },
+    { "speed-up", function(m) return times(m.speedup) end },
+    { "compression", function(m) return times(m.compression) end },
+  }
+  local out = { '<div class="tablewrap"><table class="results"><thead><tr>' }
+  for _, c in ipairs(cols) do out[#out + 1] = ("<th%s>%s</th>"):format(c[3] and ' class="l"' or "", c[1]) end
+  out[#out + 1] = "</tr></thead><tbody>"
+  for _, m in ipairs(s.models) do
+    out[#out + 1] = "<tr>"
+    for _, c in ipairs(cols) do out[#out + 1] = ("<td%s>%s</td>"):format(c[3] and ' class="l"' or "", c[2](m)) end
+    out[#out + 1] = "</tr>"
+  end
+  out[#out + 1] = "</tbody></table></div>"
+  return table.concat(out)
+end
+
+local function cards(s, colours)
+  local t, best
+  for _, m in ipairs(s.models) do
+    if m.name == s.teacher then t = m end
+    if m.role == "student" then best = m end
+  end
+  best = best or s.models[#s.models]
+  local out = { '<div class="cards">' }
+  local function card(label, value, sub)
+    out[#out + 1] = ('<div class="card"><div class="k">%s</div><div class="v">%s</div><div class="s">%s</div></div>')
+      :format(esc(label), value, sub or "")
+  end
+  local e = best.eval or {}
+  card(best.name .. ": test accuracy", pct(e.accuracy), t and t.eval and ("teacher " .. pct(t.eval.accuracy)) or "")
+  if e.agreement then card("agreement with the teacher", pct(e.agreement), "KL " .. num(e.kl, 4) .. ", JS " ..
+    num(e.js, 4)) end
+  if best.speedup then card("speed-up (p50, batch 1)", times(best.speedup), ("%s vs %s µs"):format(
+    num(best.latency.p50_ms * 1e3, 1), num(t.latency.p50_ms * 1e3, 1))) end
+  if best.compression then card("compression (parameters)", times(best.compression), ("%s vs %s"):format(
+    si(best.size.params, ""), si(t.size.params, ""))) end
+  out[#out + 1] = "</div>"
+  return table.concat(out)
+end
+
+-- A nested table as rows "a.b.c = value", sorted by key.
+local function flatten(v, prefix, rows)
+  rows = rows or {}
+  if type(v) == "table" then
+    local keys = {}
+    for k in pairs(v) do keys[#keys + 1] = k end
+    table.sort(keys, function(a, b)
+      if type(a) == type(b) then return a < b end
+      return type(a) == "number"
+    end)
+    if #keys == 0 then rows[#rows + 1] = { prefix, "(empty)" } end
+    for _, k in ipairs(keys) do
+      local key = type(k) == "number" and ("%s[%d]"):format(prefix, k) or (prefix ~= "" and (prefix .. "." .. k) or k)
+      flatten(v[k], key, rows)
+    end
+  else
+    rows[#rows + 1] = { prefix, v }
+  end
+  return rows
+end
+
+local function value_html(v)
+  if type(v) == "number" then
+    if math.type(v) == "float" and v ~= math.floor(v) then return ("%.6g"):format(v) end
+    return ("%d"):format(v)
+  end
+  local s = esc(tostring(v))
+  if s:match("^%x+$") and #s == 64 then return '<code class="hash">' .. s .. "</code>" end
+  return s
+end
+
+local function manifest_section(s)
+  local out = {}
+  if s.eval_data then
+    local rows = flatten(s.eval_data, "")
+    local t = { '<details open><summary>evaluation data (all figures above)</summary><table class="kv">' }
+    for _, r in ipairs(rows) do t[#t + 1] = ("<tr><th>%s</th><td>%s</td></tr>"):format(esc(r[1]), value_html(r[2])) end
+    t[#t + 1] = "</table></details>"
+    out[#out + 1] = table.concat(t)
+  end
+  for _, m in ipairs(s.models) do
+    local man = m.rundata and m.rundata.manifest
+    if man then
+      local rows = flatten(man, "")
+      local t = { ('<details%s><summary>%s: manifest.json (%s)</summary><table class="kv">'):format(
+        #s.models <= 3 and " open" or "", esc(m.name), esc(m.rundata.dir .. "/manifest.json")) }
+      for _, r in ipairs(rows) do
+        t[#t + 1] = ("<tr><th>%s</th><td>%s</td></tr>"):format(esc(r[1]), value_html(r[2]))
+      end
+      t[#t + 1] = "</table></details>"
+      out[#out + 1] = table.concat(t)
+    end
+  end
+  return table.concat(out)
+end
+
+local CSS = [[
+:root{--ink:#1d2329;--muted:#5f6b76;--line:#e3e7eb;--bg:#ffffff;--panel:#f7f9fb}
+*{box-sizing:border-box}
+body{margin:0;background:var(--bg);color:var(--ink);
+ font:14px/1.45 system-ui,-apple-system,"Segoe UI","DejaVu Sans","Liberation Sans",Arial,sans-serif}
+main{max-width:1180px;margin:0 auto;padding:28px 24px 60px}
+h1{font-size:26px;margin:0 0 4px;letter-spacing:-.01em}
+h2{font-size:18px;margin:34px 0 12px;padding-bottom:6px;border-bottom:1px solid var(--line)}
+.sub{color:var(--muted);margin:0 0 18px}
+.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(220px,1fr));gap:12px;margin:18px 0}
+.card{background:var(--panel);border:1px solid var(--line);border-radius:10px;padding:12px 14px}
+.card .k{color:var(--muted);font-size:12px;text-transform:uppercase;letter-spacing:.04em}
+.card .v{font-size:28px;font-weight:650;margin:2px 0}
+.card .s{color:var(--muted);font-size:12.5px}
+.grid{display:grid;grid-template-columns:repeat(2,minmax(0,1fr));gap:18px}
+.grid3{display:grid;grid-template-columns:repeat(3,minmax(0,1fr));gap:14px}
+figure.chart{margin:0;background:#fff;border:1px solid var(--line);border-radius:10px;padding:12px 12px 8px}
+figure.chart svg{width:100%;height:auto;display:block}
+figcaption{font-weight:600;margin:0 0 4px}
+.legend{display:flex;flex-wrap:wrap;gap:4px 14px;font-size:12.5px;color:var(--muted);margin:0 0 4px}
+.legend i{display:inline-block;width:18px;height:4px;border-radius:2px;margin-right:6px;vertical-align:middle}
+.note{color:var(--muted);font-size:12.5px;margin:6px 2px 0}
+svg .gl{stroke:#eceff2;stroke-width:1}
+svg .axis{stroke:#8a949e;stroke-width:1}
+svg .tickmark{stroke:#8a949e}
+svg text{font-family:inherit}
+svg .tick{fill:#5f6b76;font-size:11px}
+svg .label{fill:#46505a;font-size:12px}
+svg .barlabel{fill:#1d2329;font-size:13px;font-weight:600}
+svg .value{fill:#46505a;font-size:12px}
+svg .value.inside{fill:#ffffff;font-weight:600}
+svg .cell{font-size:10px}
+.tablewrap{overflow-x:auto}
+table{border-collapse:collapse;width:100%}
+table.results th,table.results td{padding:6px 8px;border-bottom:1px solid var(--line);text-align:right;
+ white-space:nowrap;font-variant-numeric:tabular-nums}
+table.results th{font-size:12px;color:var(--muted);font-weight:600}
+table.results .l{text-align:left}
+.dot{display:inline-block;width:10px;height:10px;border-radius:50%;margin-right:7px;vertical-align:-1px}
+details{border:1px solid var(--line);border-radius:10px;margin:10px 0;background:var(--panel)}
+summary{cursor:pointer;padding:9px 12px;font-weight:600}
+table.kv{font-size:12.5px;background:#fff}
+table.kv th{text-align:left;font-weight:500;color:var(--muted);padding:3px 12px;width:34%;vertical-align:top;
+ font-family:ui-monospace,"DejaVu Sans Mono",monospace;font-size:12px}
+table.kv td{padding:3px 12px;word-break:break-all}
+table.kv tr:nth-child(even){background:#fafbfc}
+code.hash{font-size:11.5px;color:#3d4a56}
+.callout{background:#fff8e6;border:1px solid #f2d89a;border-radius:8px;padding:8px 12px;color:#5c4a1a;margin:10px 0}
+footer{color:var(--muted);font-size:12px;margin-top:30px}
+]]
+
+-- The page as one string.
+function M.html(s)
+  local colours = model_colours(s.models)
+  local title = s.title or "retort run"
+  local b = {}
+  local function add(x) b[#b + 1] = x end
+  add('<!doctype html><html lang="en"><head><meta charset="utf-8">')
+  add('<meta name="viewport" content="width=device-width,initial-scale=1">')
+  add("<title>" .. esc(title) .. " · retort report</title><style>" .. CSS .. "</style></head><body><main>")
+  add("<h1>" .. esc(title) .. "</h1>")
+  local man = s.models[1].rundata and s.models[1].rundata.manifest or {}
+  local data = s.eval_data and s.eval_data.name or "?"
+  add(('<p class="sub">%s · evaluated on %s (%s samples, licence %s) · retort %s · OpenBLAS %s, %s thread(s)</p>')
+    :format(esc(s.created or ""), esc(data), int(s.eval_data and s.eval_data.samples), esc(s.eval_data and
+      s.eval_data.license or "?"), esc(man.retort and man.retort.version or rt.version), esc(man.blas and
+      man.blas.core or rt.blas_core()), tostring(man.blas and man.blas.threads or rt.threads())))
+  add(cards(s, colours))
+  if s.note then add('<p class="sub">' .. esc(s.note) .. "</p>") end
+  add("<h2>Results</h2>")
+  add(results_table(s, colours))
+  add('<p class="note">Figures are for the final weights of each run (last.safetensors).  best.safetensors is the '
+    .. "epoch with the best accuracy on the eval data; with no separate validation set that data is the test set, "
+    .. "so the best-on-eval choice is optimistic.  Speed-up and compression are against the teacher.</p>")
+  local function section(name, charts, cls)
+    if #charts == 0 then return end
+    add("<h2>" .. esc(name) .. "</h2>")
+    add(('<div class="%s">'):format(cls or "grid") .. table.concat(charts) .. "</div>")
+  end
+  section("Training: every loss term", loss_charts(s, colours), #s.models >= 3 and "grid3" or "grid")
+  section("Quality and fidelity per epoch", epoch_charts(s, colours))
+  section("Confusion matrices (test set)", confusion_charts(s, colours), #s.models >= 3 and "grid3" or "grid")
+  section("Per class", per_class_chart(s, colours), "one")
+  local sc = speed_size_charts(s, colours)
+  for _, c in ipairs(calibration_chart(s, colours)) do sc[#sc + 1] = c end
+  section("Speed, size and calibration", sc)
+  add("<h2>Provenance</h2>")
+  add(manifest_section(s))
+  add(("<footer>Written by retort %s on %s.  Self-contained: no script, no network.</footer>"):format(esc(rt.version),
+    esc(rt.utc_now())))
+  add("</main></body></html>\n")
+  return table.concat(b)
+end
+
+local function report(dir, o)
+  o = o or {}
+  local s = M.load(dir)
+  if o.title then s.title = o.title end
+  local path = o.out or (dir .. "/report.html")
+  rt.write_atomic(path, M.html(s))
+  return path
+end
+
+rt.report = setmetatable(M, { __call = function(_, dir, o) return report(dir, o) end })
