@@ -1634,6 +1634,26 @@ static int l_kl_sum(lua_State *L)
     return 1;
 }
 
+/* rt.closest(name, {names...}) -> the closest name if close enough, or nil
+ * (the did-you-mean of option and plugin errors). */
+static int l_closest(lua_State *L)
+{
+    const char *name = luaL_checkstring(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    int n = (int)lua_rawlen(L, 2);
+    const char **names = lua_newuserdatauv(L, sizeof(char *) * (size_t)(n + 1), 0);
+    for (int k = 0; k < n; k++) {
+        lua_rawgeti(L, 2, k + 1);
+        names[k] = lua_tostring(L, -1); /* anchored by the table */
+        lua_pop(L, 1);
+        if (!names[k]) return luaL_argerror(L, 2, "names must be strings");
+    }
+    const char *best = rt_closest_name(name, names, n);
+    if (best) lua_pushstring(L, best);
+    else lua_pushnil(L);
+    return 1;
+}
+
 /* ---------------------------------------------------------------- open */
 
 void rtL_setfuncs(lua_State *L, const luaL_Reg *l)
@@ -1652,7 +1672,11 @@ void rtL_add_methods(lua_State *L, const char *mt, const luaL_Reg *l)
 
 static int state_gc(lua_State *L)
 {
-    rtL_state *s = luaL_checkudata(L, 1, MT_STATE);
+    /* Not luaL_checkudata: registry[MT_STATE] holds the state itself (the
+     * functions' upvalue), not this metatable, so the check would fail and
+     * lua_close would leak the context and the registry.  Only this
+     * metatable has this __gc, so the argument is always the state. */
+    rtL_state *s = lua_touserdata(L, 1);
     rt_registry_free(s->reg);
     rt_ctx_free(s->ctx);
     s->reg = NULL;
@@ -1726,6 +1750,7 @@ static const luaL_Reg functions[] = {
     {"count_correct", l_count_correct},
     {"count_agree", l_count_agree},
     {"kl_sum", l_kl_sum},
+    {"closest", l_closest},
     {NULL, NULL}};
 
 /* Creates metatable `name` with __index = a table of the given methods
