@@ -393,6 +393,9 @@ local function hex_rgb(h)
 end
 
 local function loss_charts(s, colours)
+  -- three in a row: a narrower drawing, so the text is not shrunk as much
+  local w0, h0 = W, H
+  if #s.models >= 3 then W, H = 420, 280 end
   local out = {}
   for _, m in ipairs(s.models) do
     local steps = m.rundata and m.rundata.steps or {}
@@ -424,6 +427,7 @@ local function loss_charts(s, colours)
                                   xmin = 0 }
     end
   end
+  W, H = w0, h0
   return out
 end
 
@@ -581,7 +585,6 @@ local function results_table(s, colours)
   local cols = {
     { "model", function(m) return ('<span class="dot" style="background:%s"></span>%s'):format(colours[m.name],
       esc(m.name)) end, true },
-    { "role", function(m) return esc(m.role or "") end, true },
     { "test acc", function(m) return pct(m.eval and m.eval.accuracy) end },
     { "top-5", function(m) return pct(m.eval and m.eval.top5) end },
     { "agreement", function(m) return pct(m.eval and m.eval.agreement) end },
@@ -724,7 +727,8 @@ svg .value.inside{fill:#ffffff;font-weight:600}
 svg .cell{font-size:10px}
 .tablewrap{overflow-x:auto}
 table{border-collapse:collapse;width:100%}
-table.results th,table.results td{padding:6px 8px;border-bottom:1px solid var(--line);text-align:right;
+table.results{font-size:13px}
+table.results th,table.results td{padding:6px 6px;border-bottom:1px solid var(--line);text-align:right;
  white-space:nowrap;font-variant-numeric:tabular-nums}
 table.results th{font-size:12px;color:var(--muted);font-weight:600}
 table.results .l{text-align:left}
