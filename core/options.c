@@ -35,16 +35,28 @@ int rt_edit_distance(const char *a, const char *b)
     return d[la][lb];
 }
 
+static size_t common_prefix(const char *a, const char *b)
+{
+    size_t n = 0;
+    while (a[n] && a[n] == b[n]) n++;
+    return n;
+}
+
 const char *rt_closest_name(const char *name, const char *const *names, int n)
 {
     const char *best = NULL;
     int bd = 1000;
+    size_t bp = 0;
     size_t len = strlen(name);
     int limit = len <= 3 ? 1 : len <= 6 ? 2 : 3;
     for (int i = 0; i < n; i++) {
+        /* Ties go to the longer common prefix: typos are rarer at the start
+         * ("kdd" means kd, not dkd). */
         int d = rt_edit_distance(name, names[i]);
-        if (d < bd) {
+        size_t p = common_prefix(name, names[i]);
+        if (d < bd || (d == bd && p > bp)) {
             bd = d;
+            bp = p;
             best = names[i];
         }
     }

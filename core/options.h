@@ -24,7 +24,5 @@ rt_status rt_options_check_schema(rt_ctx *ctx, const rt_plugin_desc *d);
 /* Checks a number given to a loss's set() against the schema. */
 rt_status rt_option_check_number(rt_ctx *ctx, const rt_plugin_desc *d, const char *name, double v);
 
-/* The name in names[0..n) closest to name, if close enough, else NULL. */
-const char *rt_closest_name(const char *name, const char *const *names, int n);
 
 #endif

@@ -434,8 +434,12 @@ rt_status rt_options_validate(rt_ctx *ctx, const rt_plugin_desc *desc,
 /* Writes the plugin's help (summary and each option's type, default,
  * range and help) to f. */
 void rt_options_print_help(const rt_plugin_desc *desc, FILE *f);
-/* Levenshtein distance, for did-you-mean. */
+/* Edit distance counting a swap of neighbours as one edit, for
+ * did-you-mean. */
 int rt_edit_distance(const char *a, const char *b);
+/* The name in names[0..n) closest to name if close enough, else NULL;
+ * ties go to the longer common prefix.  Borrowed from names. */
+const char *rt_closest_name(const char *name, const char *const *names, int n);
 
 /* ========================================================== gradient check */
 /* Finite-difference checks of a plugin's backward against its forward

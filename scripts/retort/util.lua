@@ -18,25 +18,8 @@ function util.call(f, ...)
   return table.unpack(r, 2, r.n)
 end
 
-local function closest(name, names)
-  local best, bd = nil, math.huge
-  for _, n in ipairs(names) do
-    -- Levenshtein distance, small strings only
-    local a, b = name, n
-    local prev = {}
-    for j = 0, #b do prev[j] = j end
-    for i = 1, #a do
-      local cur = { [0] = i }
-      for j = 1, #b do
-        local c = (a:sub(i, i) == b:sub(j, j)) and 0 or 1
-        cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + c)
-      end
-      prev = cur
-    end
-    if prev[#b] < bd then best, bd = n, prev[#b] end
-  end
-  if bd <= math.max(1, #name // 3) then return best end
-end
+-- The did-you-mean of the core: rt.closest(name, names) -> name or nil.
+local function closest(name, names) return rt.closest(name, names) end
 util.closest = closest
 
 -- Checks a table's keys against a list of known names; level as error().

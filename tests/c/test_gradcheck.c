@@ -222,10 +222,22 @@ static void loss_numerics(void)
         snprintf(what, sizeof what, "N=%d student and teacher +-1e4", N);
         numerics_case(l, &c);
         /* All-equal logits: a uniform softmax, a zero-size max gap. */
-        for (int i = 0; i < N * C; i++) c.s[i] = 3.0f, c.t[i] = -2.0f;
+        for (int i = 0; i < N * C; i++) c.s[i] = 3.0f, c.t[i] = 2 * rt_rng_normal(&r);
         c.no_fd = 0;
-        snprintf(what, sizeof what, "N=%d all-equal logits", N);
+        snprintf(what, sizeof what, "N=%d all-equal student logits", N);
         numerics_case(l, &c);
+        for (int i = 0; i < N * C; i++) c.s[i] = 2 * rt_rng_normal(&r), c.t[i] = -2.0f;
+        snprintf(what, sizeof what, "N=%d all-equal teacher logits", N);
+        numerics_case(l, &c);
+        /* Both all-equal, so both uniform and equal: a minimum (a kink for
+         * tvd) where the exact gradient is 0 and finite differences cannot
+         * resolve it; the value and gradient must still be finite (the
+         * exact zero is checked in test_losses_more). */
+        for (int i = 0; i < N * C; i++) c.s[i] = 3.0f, c.t[i] = -2.0f;
+        c.no_fd = 1;
+        snprintf(what, sizeof what, "N=%d all-equal student and teacher", N);
+        numerics_case(l, &c);
+        c.no_fd = 0;
         /* Moderate random logits (the batch-of-1 case when N = 1). */
         for (int i = 0; i < N * C; i++) c.s[i] = 2 * rt_rng_normal(&r), c.t[i] = 2 * rt_rng_normal(&r);
         snprintf(what, sizeof what, "N=%d random logits", N);
