@@ -59,6 +59,8 @@ TEST_SRC := $(wildcard tests/c/test_*.c)
 TESTS    := $(TEST_SRC:tests/c/%.c=$(BUILD)/tests/%)
 FIXT_SRC := $(wildcard tests/fixtures/*.c)
 FIXTURES := $(FIXT_SRC:tests/fixtures/%.c=$(BUILD)/tests/fixtures/%.so)
+# The out-of-tree example plugins, also built here with the plugins' flags.
+EXAMPLES := $(BUILD)/examples/cosine_logits.so $(BUILD)/examples/margin_rank.so
 BENCH_SRC := $(wildcard bench/*.c)
 BENCHES  := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
@@ -67,7 +69,7 @@ DEPS_PKGS := build-essential pkg-config liblua5.4-dev lua5.4 libopenblas-dev \
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all deps demo test check bench fuzz install uninstall clean check-plugins
-all: $(LIB) $(PLUGINS) $(LUAMOD) $(CLI) $(BUILD)/lib/pkgconfig/retort.pc
+all: $(LIB) $(PLUGINS) $(LUAMOD) $(CLI) $(BUILD)/lib/pkgconfig/retort.pc $(EXAMPLES)
 
 deps:
 	@missing=""; for p in $(DEPS_PKGS); do \
@@ -150,7 +152,6 @@ $(BUILD)/bench/%: bench/%.c $(LIB)
 	  -lm -Wl,-rpath,'$$ORIGIN/../lib'
 
 # The out-of-tree example, built here with the same flags as the plugins.
-EXAMPLES := $(BUILD)/examples/cosine_logits.so $(BUILD)/examples/margin_rank.so
 $(BUILD)/examples/%.so: examples/custom_loss/%.c core/rt_plugin.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_PLUG) -shared -o $@ $< $(LDSAN) -lm -Wl,-z,defs

@@ -20,7 +20,7 @@ function rt.command_list()
   local out = {}
   for _, n in ipairs(names) do
     local c = rt.commands[n]
-    out[#out + 1] = ("  %-20s %s"):format(c.usage or n, c.help or "")
+    out[#out + 1] = ("  %-26s %s"):format(c.usage or n, c.help or "")
   end
   return table.concat(out, "\n")
 end
