@@ -418,6 +418,7 @@ static const rt_api host_api = {
     .instance_self = rt_instance_self,
     .params_load = api_params_load,
     .checkpoint_meta = api_checkpoint_meta,
+    .log_softmax_f64 = rt_log_softmax_f64,
 };
 
 const rt_api *rt_host_api(void) { return &host_api; }

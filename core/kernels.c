@@ -452,3 +452,14 @@ const char *rt_blas_core(void)
     const char *c = openblas_get_corename();
     return c ? c : "unknown";
 }
+
+void rt_log_softmax_f64(const float *x, double *out, int64_t N, int64_t C, double T)
+{
+    for (int64_t n = 0; n < N; n++, x += C, out += C) {
+        double m = -INFINITY, s = 0;
+        for (int64_t c = 0; c < C; c++) m = fmax(m, (double)x[c]);
+        for (int64_t c = 0; c < C; c++) s += exp(((double)x[c] - m) / T);
+        double l = log(s);
+        for (int64_t c = 0; c < C; c++) out[c] = ((double)x[c] - m) / T - l;
+    }
+}

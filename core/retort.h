@@ -144,6 +144,11 @@ void rt_softmax_ref(const float *x, float *out, int64_t N, int64_t C, float T);
 void rt_log_softmax_ref(const float *x, float *out, int64_t N, int64_t C,
                         float T);
 
+/* out[N,C] = log_softmax(x/T) per row in double precision, for losses whose
+ * float32 terms cancel (a KL at large T).  Max-subtracted; -inf entries
+ * give -inf; a row of all -inf gives NaN. */
+void rt_log_softmax_f64(const float *x, double *out, int64_t N, int64_t C, double T);
+
 /* Mean over the batch of cross-entropy(softmax(logits[N,C]), y[N]) with
  * label smoothing eps (target = (1-eps) one-hot + eps/C).  If grad is not
  * NULL: grad[N,C] += scale * d(mean CE)/d(logits).  Labels must be in

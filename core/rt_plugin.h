@@ -39,7 +39,7 @@ extern "C" {
 #endif
 
 #define RT_ABI_MAJOR 1
-#define RT_ABI_MINOR 0
+#define RT_ABI_MINOR 1
 #define RT_MAX_DIMS 6
 
 #if defined(__GNUC__)
@@ -361,6 +361,13 @@ typedef struct rt_api {
      * key is an error. */
     rt_status (*checkpoint_meta)(rt_ctx *ctx, const char *path,
                                  const char *key, char *buf, size_t len);
+
+    /* ---- ABI 1.1 ---- */
+    /* out[N,C] = log_softmax(x / T) per row in double precision, for
+     * losses whose float32 terms cancel (a KL at large T).  -inf entries
+     * give -inf. */
+    void (*log_softmax_f64)(const float *x, double *out, int64_t N,
+                            int64_t C, double T);
 } rt_api;
 
 /* ------------------------------------------------------------- the entry */

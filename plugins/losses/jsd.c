@@ -74,17 +74,6 @@ static rt_status set(void *self, rt_ctx *ctx, const char *name, double v)
     return RT_STATUS_OK;
 }
 
-/* lp[C] = log softmax(z / T), in double (float32 log-probabilities cancel
- * in the KL terms to ~1e-7 of their size). */
-static void row_logsm(const float *z, int64_t C, double T, double *lp)
-{
-    double m = -INFINITY, s = 0;
-    for (int64_t c = 0; c < C; c++) m = fmax(m, (double)z[c]);
-    for (int64_t c = 0; c < C; c++) s += exp(((double)z[c] - m) / T);
-    double l = log(s);
-    for (int64_t c = 0; c < C; c++) lp[c] = ((double)z[c] - m) / T - l;
-}
-
 /* log(exp(a) + exp(b)) without overflow; -inf when both are. */
 static double logaddexp(double a, double b)
 {
@@ -124,8 +113,8 @@ static rt_status run(const jsd *k, rt_ctx *ctx, const rt_loss_in *in, double *va
     double lb = log(b), l1b = log1p(-b);
     const float *zs = rt_f32(in->student), *zt = rt_f32(in->teacher->logits);
     for (int64_t n = 0; n < N; n++, zs += C, zt += C) {
-        row_logsm(zs, C, T, ls);
-        row_logsm(zt, C, T, lt);
+        api->log_softmax_f64(zs, ls, 1, C, T);
+        api->log_softmax_f64(zt, lt, 1, C, T);
         /* row: the JSD of this row; d[c]: p_s,c d JSD / d p_s,c. */
         double row;
         int64_t bad = -1;

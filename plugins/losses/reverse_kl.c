@@ -64,18 +64,6 @@ static rt_status set(void *self, rt_ctx *ctx, const char *name, double v)
     return RT_STATUS_OK;
 }
 
-/* lp[C] = log softmax(z / T), in double: with float32 the terms
- * p (log p_s - log p_t) cancel to ~1e-7 of their size, which at T = 1e3 is
- * a large part of the KL itself. */
-static void row_logsm(const float *z, int64_t C, double T, double *lp)
-{
-    double m = -INFINITY, s = 0;
-    for (int64_t c = 0; c < C; c++) m = fmax(m, (double)z[c]);
-    for (int64_t c = 0; c < C; c++) s += exp(((double)z[c] - m) / T);
-    double l = log(s);
-    for (int64_t c = 0; c < C; c++) lp[c] = ((double)z[c] - m) / T - l;
-}
-
 /* The whole loss, and when g is non-NULL, g += scale * its gradient.
  * One function serves forward and backward so both refuse the same
  * inputs.  ls, lt: scratch of C doubles each. */
@@ -87,8 +75,8 @@ static rt_status run(const rkl *k, rt_ctx *ctx, const rt_loss_in *in, double *va
     double *lt = ls + C, T = k->T, f = k->t2 ? T * T : 1.0, total = 0;
     const float *zs = rt_f32(in->student), *zt = rt_f32(in->teacher->logits);
     for (int64_t n = 0; n < N; n++, zs += C, zt += C) {
-        row_logsm(zs, C, T, ls);
-        row_logsm(zt, C, T, lt);
+        api->log_softmax_f64(zs, ls, 1, C, T);
+        api->log_softmax_f64(zt, lt, 1, C, T);
         double row = 0;
         for (int64_t c = 0; c < C; c++) {
             double ps = exp(ls[c]);

@@ -63,15 +63,6 @@ static rt_status set(void *self, rt_ctx *ctx, const char *name, double v)
     return RT_STATUS_OK;
 }
 
-/* p[C] = softmax(z / T), in double. */
-static void row_softmax(const float *z, int64_t C, double T, double *p)
-{
-    double m = -INFINITY, s = 0;
-    for (int64_t c = 0; c < C; c++) m = fmax(m, (double)z[c]);
-    for (int64_t c = 0; c < C; c++) s += p[c] = exp(((double)z[c] - m) / T);
-    for (int64_t c = 0; c < C; c++) p[c] /= s;
-}
-
 static double sign(double x) { return (x > 0) - (x < 0); }
 
 /* The whole loss, and when g is non-NULL, g += scale * its gradient. */
@@ -83,8 +74,9 @@ static rt_status run(const tvd *k, rt_ctx *ctx, const rt_loss_in *in, double *va
     double *pt = ps + C, T = k->T, f = k->t2 ? T * T : 1.0, total = 0;
     const float *zs = rt_f32(in->student), *zt = rt_f32(in->teacher->logits);
     for (int64_t n = 0; n < N; n++, zs += C, zt += C) {
-        row_softmax(zs, C, T, ps);
-        row_softmax(zt, C, T, pt);
+        api->log_softmax_f64(zs, ps, 1, C, T);
+        api->log_softmax_f64(zt, pt, 1, C, T);
+        for (int64_t c = 0; c < C; c++) ps[c] = exp(ps[c]), pt[c] = exp(pt[c]);
         double row = 0, mean = 0;
         for (int64_t c = 0; c < C; c++) {
             row += fabs(pt[c] - ps[c]);
