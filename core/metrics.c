@@ -53,19 +53,28 @@ int64_t rt_count_agree(rt_ctx *ctx, const rt_tensor *a, const rt_tensor *b)
     return n;
 }
 
+/* lt, ls = log softmax(t/T), log softmax(s/T) in double, from ctx scratch
+ * (valid until the caller resets it); -1 with an error in ctx. */
+static int log_probs_pair(rt_ctx *ctx, const char *what, const rt_tensor *t, const rt_tensor *s, float T, double **lt,
+                          double **ls)
+{
+    if (check2(ctx, what, t, s)) return -1;
+    int64_t N = t->shape[0], C = t->shape[1];
+    *lt = rt_scratch(ctx, sizeof(double) * (size_t)(2 * N * C));
+    if (!*lt) return -1;
+    *ls = *lt + N * C;
+    rt_log_softmax_f64(rt_f32(t), *lt, N, C, T);
+    rt_log_softmax_f64(rt_f32(s), *ls, N, C, T);
+    return 0;
+}
+
 double rt_kl_sum(rt_ctx *ctx, const rt_tensor *t, const rt_tensor *s, float T)
 {
-    if (check2(ctx, "KL", t, s)) return -1;
-    int64_t N = t->shape[0], C = t->shape[1];
-    float *lt = rt_scratch(ctx, sizeof(float) * (size_t)(2 * N * C));
-    if (!lt) return -1;
-    float *ls = lt + N * C;
-    rt_log_softmax(rt_f32(t), lt, N, C, T);
-    rt_log_softmax(rt_f32(s), ls, N, C, T);
-    double total = 0;
-    for (int64_t i = 0; i < N * C; i++) {
-        double p = exp((double)lt[i]);
-        if (p > 0) total += p * ((double)lt[i] - (double)ls[i]);
+    double *lt, *ls, total = 0;
+    if (log_probs_pair(ctx, "KL", t, s, T, &lt, &ls)) return -1;
+    for (int64_t i = 0; i < rt_numel(t); i++) {
+        double p = exp(lt[i]);
+        if (p > 0) total += p * (lt[i] - ls[i]);
     }
     rt_scratch_reset(ctx);
     return total;
@@ -150,20 +159,14 @@ rt_status rt_calibration_add(rt_ctx *ctx, const rt_tensor *logits, const rt_tens
 
 double rt_js_sum(rt_ctx *ctx, const rt_tensor *t, const rt_tensor *s, float T)
 {
-    if (check2(ctx, "JS", t, s)) return -1;
-    int64_t N = t->shape[0], C = t->shape[1];
-    float *lt = rt_scratch(ctx, sizeof(float) * (size_t)(2 * N * C));
-    if (!lt) return -1;
-    float *ls = lt + N * C;
-    rt_log_softmax(rt_f32(t), lt, N, C, T);
-    rt_log_softmax(rt_f32(s), ls, N, C, T);
-    double total = 0;
-    for (int64_t i = 0; i < N * C; i++) {
-        double p = exp((double)lt[i]), q = exp((double)ls[i]), m = 0.5 * (p + q);
+    double *lt, *ls, total = 0;
+    if (log_probs_pair(ctx, "JS", t, s, T, &lt, &ls)) return -1;
+    for (int64_t i = 0; i < rt_numel(t); i++) {
+        double p = exp(lt[i]), q = exp(ls[i]), m = 0.5 * (p + q);
         if (m <= 0) continue;
         double lm = log(m);
-        if (p > 0) total += 0.5 * p * ((double)lt[i] - lm);
-        if (q > 0) total += 0.5 * q * ((double)ls[i] - lm);
+        if (p > 0) total += 0.5 * p * (lt[i] - lm);
+        if (q > 0) total += 0.5 * q * (ls[i] - lm);
     }
     rt_scratch_reset(ctx);
     /* rounding can make a sum of tiny terms a hair negative; JS >= 0 */
