@@ -43,11 +43,25 @@ static double rel_err(double a, double n, double scale)
     return d / fmax(fabs(a) + fabs(n), floor);
 }
 
-static void note(rt_gradcheck_result *res, double err, const char *fmt, ...) RT_PRINTF(3, 4);
+static void note(rt_gradcheck_result *res, const char *input, double err, const char *fmt, ...) RT_PRINTF(4, 5);
 
-/* Records one comparison; the worst one keeps its place name. */
-static void note(rt_gradcheck_result *res, double err, const char *fmt, ...)
+/* Records one comparison of `input`: its own worst, and the overall worst
+ * with its place name. */
+static void note(rt_gradcheck_result *res, const char *input, double err, const char *fmt, ...)
 {
+    int k = 0;
+    while (k < res->ninputs && strcmp(res->inputs[k].name, input)) k++;
+    if (k == res->ninputs) {
+        if (k == RT_GRADCHECK_INPUTS) k--; /* full: fold into the last */
+        else {
+            res->ninputs++;
+            snprintf(res->inputs[k].name, sizeof res->inputs[k].name, "%s", input);
+            res->inputs[k].max_rel_err = 0;
+            res->inputs[k].checked = 0;
+        }
+    }
+    res->inputs[k].checked++;
+    if (!(err <= res->inputs[k].max_rel_err)) res->inputs[k].max_rel_err = isnan(err) ? INFINITY : err;
     if (!(err <= res->max_rel_err)) { /* NaN counts as worse than anything */
         res->max_rel_err = isnan(err) ? INFINITY : err;
         va_list ap;
@@ -257,7 +271,7 @@ rt_status rt_gradcheck_loss_at(rt_instance *loss, rt_ctx *ctx, const rt_loss_in 
     double scale = max_abs(gs, n);
     for (int64_t i = 0; i < n && !st; i++) {
         rc(i, C, where, sizeof where);
-        note(res, rel_err(gs[i], g2s[i], scale), "accumulate: 2 x 0.5 vs 1 at student logits%s", where);
+        note(res, "accumulate", rel_err(gs[i], g2s[i], scale), "accumulate: 2 x 0.5 vs 1 at student logits%s", where);
     }
     loss_ud ud = {loss, &in};
     for (int64_t i = 0; i < n && !st; i++) {
@@ -270,7 +284,7 @@ rt_status rt_gradcheck_loss_at(rt_instance *loss, rt_ctx *ctx, const rt_loss_in 
         }
         res->checked++;
         rc(i, C, where, sizeof where);
-        note(res, e, "student logits%s: backward %.6g, numerical %.6g", where, (double)gs[i], d);
+        note(res, "student logits", e, "student logits%s: backward %.6g, numerical %.6g", where, (double)gs[i], d);
     }
     rt_tensor_release(s);
     rt_tensor_release(g);
@@ -454,13 +468,13 @@ rt_status rt_gradcheck_student(rt_instance *net, rt_ctx *ctx, int64_t N, const i
         const float *a = rt_f32(g1[k]), *b = rt_f32(p[k].grad);
         double sc = max_abs(a, rt_numel(g1[k]));
         for (int64_t i = 0; i < rt_numel(g1[k]); i++)
-            note(res, rel_err(2.0 * a[i], b[i], 2 * sc), "accumulate: %s[%lld] after two backwards", p[k].name,
+            note(res, "accumulate", rel_err(2.0 * a[i], b[i], 2 * sc), "accumulate: %s[%lld] after two backwards", p[k].name,
                  (long long)i);
     }
     if (!st) {
         double sc = max_abs(rt_f32(gin1), rt_numel(gin1));
         for (int64_t i = 0; i < rt_numel(gin1); i++)
-            note(res, rel_err(rt_f32(gin1)[i], rt_f32(gin)[i], sc), "input gradient[%lld] changed on a second backward",
+            note(res, "accumulate", rel_err(rt_f32(gin1)[i], rt_f32(gin)[i], sc), "input gradient[%lld] changed on a second backward",
                  (long long)i);
     }
     /* zero_grad really resets: one more backward gives g1 again. */
@@ -474,7 +488,7 @@ rt_status rt_gradcheck_student(rt_instance *net, rt_ctx *ctx, int64_t N, const i
         const float *a = rt_f32(g1[k]), *b = rt_f32(p[k].grad);
         double sc = max_abs(a, rt_numel(g1[k]));
         for (int64_t i = 0; i < rt_numel(g1[k]); i++)
-            note(res, rel_err(a[i], b[i], sc), "zero_grad: %s[%lld] after zero_grad and one backward", p[k].name,
+            note(res, "accumulate", rel_err(a[i], b[i], sc), "zero_grad: %s[%lld] after zero_grad and one backward", p[k].name,
                  (long long)i);
     }
 
@@ -496,7 +510,7 @@ rt_status rt_gradcheck_student(rt_instance *net, rt_ctx *ctx, int64_t N, const i
                 continue;
             }
             res->checked++;
-            note(res, e, "%s[%lld]: backward %.6g, numerical %.6g", what, (long long)idx[j], a, d);
+            note(res, what, e, "%s[%lld]: backward %.6g, numerical %.6g", what, (long long)idx[j], a, d);
         }
     }
     for (int k = 0; k < np && g1; k++) rt_tensor_release(g1[k]);

@@ -473,12 +473,24 @@ const char *rt_closest_name(const char *name, const char *const *names, int n);
  * every entry checked, including the accumulation checks below; float32
  * plugins should reach <= 1e-3.
  */
+#define RT_GRADCHECK_INPUTS 32
+
 typedef struct rt_gradcheck_result {
     double max_rel_err; /* worst error (measure above) */
     char worst[128];    /* where it was: "student logits[1, 3]",
                            "layers.0.weight[17]", "accumulate: ..." */
     int64_t checked;    /* entries compared with finite differences */
     int64_t skipped;    /* entries skipped at kinks or non-finite inputs */
+    /* The worst error per input, in the order first seen: "student
+     * logits" for a loss; each parameter and "input" for a student; the
+     * accumulation checks as "accumulate".  At most RT_GRADCHECK_INPUTS
+     * (later ones fold into the last entry). */
+    int ninputs;
+    struct {
+        char name[64];
+        double max_rel_err;
+        int64_t checked;
+    } inputs[RT_GRADCHECK_INPUTS];
 } rt_gradcheck_result;
 
 /* Checks a loss at random inputs: student logits [N, C] ~ 2 N(0,1), teacher

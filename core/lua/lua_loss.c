@@ -443,7 +443,8 @@ static lua_Integer opt_int_field(lua_State *L, int t, const char *k, lua_Integer
 
 /* rt.gradcheck(loss_or_student [, {N = 4, C = 10, seed = 1, eps = 0,
  *              input_shape = {...}}]) ->
- *   { max_rel_err, worst, checked, skipped, kind, name }
+ *   { max_rel_err, worst, checked, skipped, kind, name,
+ *     inputs = { {name, max_rel_err, checked}, ... } (worst per input) }
  * The finite-difference check of retort.h (rt_gradcheck_loss /
  * rt_gradcheck_student).  A failing call into the object raises its error
  * (a non-finite value or gradient included). */
@@ -492,6 +493,18 @@ static int l_gradcheck(lua_State *L)
     lua_setfield(L, -2, "kind");
     lua_pushstring(L, rt_instance_desc(u->i)->name);
     lua_setfield(L, -2, "name");
+    lua_createtable(L, res.ninputs, 0); /* inputs = { {name, max_rel_err, checked}, ... } */
+    for (int k = 0; k < res.ninputs; k++) {
+        lua_createtable(L, 0, 3);
+        lua_pushstring(L, res.inputs[k].name);
+        lua_setfield(L, -2, "name");
+        lua_pushnumber(L, res.inputs[k].max_rel_err);
+        lua_setfield(L, -2, "max_rel_err");
+        lua_pushinteger(L, res.inputs[k].checked);
+        lua_setfield(L, -2, "checked");
+        lua_rawseti(L, -2, k + 1);
+    }
+    lua_setfield(L, -2, "inputs");
     return 1;
 }
 

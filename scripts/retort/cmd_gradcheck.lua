@@ -150,12 +150,14 @@ local function main(args)
     print(("  FAIL: %s"):format(tostring(r):gsub("^[^:\n]*%.lua:%d+: ", "")))
     return 1
   end
-  -- The inputs compared: a loss has one (the student logits); a student
-  -- has its parameters and its input.  retort.h's checker reports the
-  -- worst over all of them, with its place.
-  local inputs = kind == "loss" and "student logits" or "parameters and input"
+  -- One line per input: a loss has the student logits; a student each
+  -- parameter and its input; both have the accumulation checks.
   local pass = r.max_rel_err <= o.tol
-  print(("  %-22s worst relative error %.3g at %s"):format(inputs, r.max_rel_err, r.worst))
+  for _, i in ipairs(r.inputs) do
+    print(("  %-22s worst relative error %.3g over %d entries%s"):format(i.name, i.max_rel_err, i.checked,
+      i.max_rel_err <= o.tol and "" or "  <- over the tolerance"))
+  end
+  print(("  worst of all at %s"):format(r.worst))
   print(("  %d entries compared, %d skipped at kinks; tolerance %g: %s"):format(r.checked, r.skipped, o.tol,
     pass and "PASS" or "FAIL"))
   return pass and 0 or 1

@@ -31,7 +31,8 @@ T.test("retort gradcheck kd: exit 0, prints the worst error and PASS", function(
   local err = tonumber(out:match("worst relative error ([%d%.e%-+]+)"))
   T.check(err and err <= 1e-3, "the error is printed as a number: " .. out)
   rc, out = sh(RETORT .. " gradcheck mlp --opt sizes=[6,5,3] --N 3")
-  T.check(rc == 0 and out:find("student 'mlp'", 1, true) and out:find("parameters and input", 1, true), out)
+  T.check(rc == 0 and out:find("student 'mlp'", 1, true) and out:find("layers.0.weight", 1, true)
+    and out:find("\n  input ", 1, true), out)
   rc, out = sh(RETORT .. " gradcheck kd --opt temperature=0.5 --tol 1e-12")
   T.check(rc == 1 and out:find("FAIL", 1, true), "an impossible tolerance fails: " .. out)
 end)
@@ -108,6 +109,21 @@ T.test("retort new loss foo: builds with make and its test recipe trains", funct
   -- and RETORT_PLUGIN_PATH finds it for `retort gradcheck`
   rc, out = sh(("RETORT_PLUGIN_PATH=%s/foo %s gradcheck foo"):format(tmp, RETORT))
   T.check(rc == 0 and out:find("PASS", 1, true), out)
+end)
+
+T.test("retort gradcheck reports the worst error per input: each parameter and the input", function()
+  local p = io.popen(BUILD .. "/bin/retort gradcheck mlp --opt sizes=[12,7,5] 2>&1; echo \"exit=$?\"")
+  local out = p:read("a")
+  p:close()
+  for _, name in ipairs{ "layers.0.weight", "layers.0.bias", "layers.1.weight", "layers.1.bias", "input",
+                         "accumulate" } do
+    T.check(out:find("\n  " .. name .. " +worst relative error"), name .. " in: " .. out)
+  end
+  T.check(out:find("exit=0", 1, true), out)
+  local r = rt.gradcheck(rt.loss("jsd"), { N = 3, C = 4 })
+  T.check(#r.inputs == 2 and r.inputs[2].name == "student logits" and r.inputs[2].checked == 12,
+    "inputs of a loss: " .. rt.json_encode(r.inputs))
+  T.check(r.inputs[2].max_rel_err <= r.max_rel_err, "per-input worst <= overall worst")
 end)
 
 os.execute("rm -rf " .. tmp)
