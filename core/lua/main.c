@@ -67,20 +67,36 @@ static lua_State *new_state(void)
     return L;
 }
 
-/* Calls the function below the nargs arguments at the top under a
- * traceback handler; prints an error as "retort: ...".  Returns the exit
- * status: 1 on error, else (want_status) an integer result, else 0. */
-static int call_protected(lua_State *L, int nargs, int want_status)
+/* Calls the function below the nargs arguments at the top in protected
+ * mode.  Recipes (trace != NULL) get a traceback, since their errors are in
+ * the user's code; commands print "retort NAME: message" with the library's
+ * own position removed.  Returns the exit status: 1 on error, else
+ * (want_status) an integer result, else 0. */
+static int call_protected(lua_State *L, int nargs, int want_status, const char *command)
 {
     int base = lua_gettop(L) - nargs; /* the function */
-    lua_pushcfunction(L, msghandler);
-    lua_insert(L, base);
-    int status = lua_pcall(L, nargs, 1, base);
+    if (!command) {
+        lua_pushcfunction(L, msghandler);
+        lua_insert(L, base);
+    }
+    int status = lua_pcall(L, nargs, 1, command ? 0 : base);
     int rc = status == LUA_OK ? 0 : 1;
     if (status != LUA_OK) {
         const char *msg = lua_tostring(L, -1);
+        if (!msg) msg = "(error without a message)";
         fflush(stdout);
-        fprintf(stderr, "retort: %s\n", msg ? msg : "(error without a message)");
+        if (command) {
+            /* "scripts/retort/cmd_eval.lua:44: " says nothing to a user */
+            const char *p = strstr(msg, ".lua:");
+            if (p && !strncmp(msg, "scripts/retort/", 15)) {
+                p += 5;
+                while (*p >= '0' && *p <= '9') p++;
+                if (p[0] == ':' && p[1] == ' ') msg = p + 2;
+            }
+            fprintf(stderr, "retort %s: %s\n", command, msg);
+        } else {
+            fprintf(stderr, "retort: %s\n", msg);
+        }
     } else if (want_status && lua_isinteger(L, -1)) {
         rc = (int)lua_tointeger(L, -1);
     }
@@ -116,7 +132,7 @@ static int lua_command(int argc, char **argv)
     if (!L) return 1;
     lua_getglobal(L, "require");
     lua_pushliteral(L, "retort");
-    if (call_protected(L, 1, 0)) {
+    if (call_protected(L, 1, 0, NULL)) {
         lua_close(L);
         return 1;
     }
@@ -137,7 +153,7 @@ static int lua_command(int argc, char **argv)
         lua_pushstring(L, argv[i]);
         lua_rawseti(L, -2, i - 1);
     }
-    int rc = call_protected(L, 1, 1);
+    int rc = call_protected(L, 1, 1, argv[1]);
     lua_close(L);
     return rc;
 }
