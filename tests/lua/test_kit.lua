@@ -126,5 +126,14 @@ T.test("retort gradcheck reports the worst error per input: each parameter and t
   T.check(r.inputs[2].max_rel_err <= r.max_rel_err, "per-input worst <= overall worst")
 end)
 
+T.test("a command's user error is one line, 'retort NAME: message', and exit 1", function()
+  local p = io.popen(BUILD .. "/bin/retort info /nonexistent.safetensors 2>&1; echo \"exit=$?\"")
+  local out = p:read("a")
+  p:close()
+  T.check(out:find("^retort info: /nonexistent.safetensors"), "message: " .. out)
+  T.check(not out:find("traceback", 1, true) and not out:find(".lua:", 1, true), "no library position: " .. out)
+  T.check(out:find("exit=1", 1, true), out)
+end)
+
 os.execute("rm -rf " .. tmp)
 T.done("test_kit.lua")
