@@ -1,7 +1,8 @@
 # retort -- plain Makefile, no configure step.
 #
 #   make            build everything into build/ (laid out like an install)
-#   make deps       apt-get what is missing (does nothing when all is there)
+#   make deps       apt-get what is missing (does nothing when all is there);
+#                   make deps-test adds the test tools (chromium, strace)
 #   make demo       deps + build + the Fashion-MNIST distillation
 #   make test       deps + build + every test (prints "N passed, N failed")
 #   make test SAN=1 the same under AddressSanitizer + UBSan, in build-san/
@@ -64,20 +65,30 @@ EXAMPLES := $(BUILD)/examples/cosine_logits.so $(BUILD)/examples/margin_rank.so
 BENCH_SRC := $(wildcard bench/*.c)
 BENCHES  := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
+# What building and running need; the tests need TEST_PKGS too (a browser
+# for the report check, strace for I/O fault injection): `make demo` does
+# not pull them in.
 DEPS_PKGS := build-essential pkg-config liblua5.4-dev lua5.4 libopenblas-dev \
-             libcjson-dev zlib1g-dev dataset-fashion-mnist chromium strace
+             libcjson-dev zlib1g-dev dataset-fashion-mnist
+TEST_PKGS := chromium strace
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps demo test check bench fuzz install uninstall clean check-plugins
+.PHONY: all deps deps-test demo test check bench fuzz install uninstall clean check-plugins
 all: $(LIB) $(PLUGINS) $(LUAMOD) $(CLI) $(BUILD)/lib/pkgconfig/retort.pc $(EXAMPLES)
 
-deps:
-	@missing=""; for p in $(DEPS_PKGS); do \
+# Installs the packages of $(1) that are missing; nothing when all are there.
+apt_missing = missing=""; for p in $(1); do \
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
-	  echo "make deps: installing$$missing"; \
+	  echo "make: installing$$missing"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; \
 	fi
+
+deps:
+	@$(call apt_missing,$(DEPS_PKGS))
+
+deps-test: deps
+	@$(call apt_missing,$(TEST_PKGS))
 
 # ---------------------------------------------------------------- the core
 $(BUILD)/obj/core/%.o: core/%.c
@@ -165,7 +176,7 @@ $(PNG_MARKS): tests/png_marks.c
 check: all $(TESTS) $(FIXTURES) $(EXAMPLES) $(PNG_MARKS)
 	@BUILD=$(BUILD) bash tests/run.sh
 
-test: deps
+test: deps-test
 	@$(MAKE) --no-print-directory check
 
 check-plugins: $(PLUGINS)
