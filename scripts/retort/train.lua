@@ -267,6 +267,11 @@ function rt.distill(cfg)
     end
   end
   local epochs, bs, seed = cfg.epochs or 10, cfg.batch or 128, cfg.seed or 1
+  for _, f in ipairs{ { "epochs", epochs, 0 }, { "batch", bs, 1 }, { "seed", seed, 0 } } do
+    if math.type(f[2]) ~= "integer" or f[2] < f[3] then
+      error(("rt.distill: '%s' must be an integer >= %d, got %s"):format(f[1], f[3], tostring(f[2])), 2)
+    end
+  end
   local opt = cfg.optimizer or rt.optim.adam{}
   local n = data:size()
   local steps_per_epoch = math.ceil(n / bs)

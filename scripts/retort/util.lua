@@ -3,18 +3,33 @@ local rt = ...
 local util = {}
 rt.util = util
 
--- Re-raises a failed pcall's message at `level` above the caller, without
--- the library's own position, so an error in a recipe's call to a library
--- function points at the recipe's line.
-function util.rethrow(msg, level)
-  if type(msg) == "string" then msg = msg:gsub("^[^:\n]*%.lua:%d+: ", "", 1) end
-  error(msg, (level or 1) + 1)
+-- The error() level, seen from the function that calls this one's caller,
+-- of the first function on the stack that is not the library (its chunks
+-- are named "@scripts/retort/..."): the user's line, however deep the
+-- library's own calls go and whether or not they were tail calls.
+local function user_level()
+  local n = 3 -- 1: user_level, 2: rethrow, 3: rethrow's caller
+  while true do
+    local info = debug.getinfo(n, "S")
+    if not info then return 1 end
+    if info.what ~= "C" and not info.source:find("^@scripts/retort/") then return n - 1 end
+    n = n + 1
+  end
 end
 
--- Calls f(...) and re-raises its error at the caller's caller.
+-- Re-raises a failed pcall's message at the user's line, without the
+-- library's own position, so an error in a recipe's call to a library
+-- function points at the recipe.  Positions inside user code (a Lua loss's
+-- callback) are kept.
+function util.rethrow(msg)
+  if type(msg) == "string" then msg = msg:gsub("^scripts/retort/[^:\n]*%.lua:%d+: ", "", 1) end
+  error(msg, user_level())
+end
+
+-- Calls f(...) and re-raises its error at the user's line.
 function util.call(f, ...)
   local r = table.pack(pcall(f, ...))
-  if not r[1] then util.rethrow(r[2], 2) end
+  if not r[1] then util.rethrow(r[2]) end
   return table.unpack(r, 2, r.n)
 end
 

@@ -175,6 +175,18 @@ T.test("the command: recipe errors print file:line and exit non-zero", function(
   os.execute("rm -rf " .. dir)
 end)
 
+T.test("library errors point at the caller's line, however deep the library goes", function()
+  local err = T.raises(function() rt.data.idx{ images = "/nonexistent/x.gz" } end, "/nonexistent/x.gz", "open")
+  T.check(err and err:find(this, 1, true) and not err:find("scripts/retort/", 1, true),
+    "position in this file, none in the library: " .. tostring(err))
+  local ds = rt.dataset(rt.zeros{ 4, 3 }, rt.zeros({ 4 }, "i32"))
+  err = T.raises(function() rt.fit{ student = rt.student("mlp", { sizes = { 3, 2 } }), data = ds, batch = 0 } end,
+    "'batch' must be an integer >= 1, got 0")
+  T.check(err and err:find(this, 1, true), "position: " .. tostring(err))
+  T.raises(function() rt.fit{ student = rt.student("mlp", { sizes = { 3, 2 } }), data = ds, epochs = 1.5 } end,
+    "'epochs' must be an integer >= 0, got 1.5")
+end)
+
 T.test("a broken plugin on RETORT_PLUGIN_PATH is reported and the rest still load", function()
   local dir = T.tmpdir()
   os.execute(("cp %s/tests/fixtures/fx_abi_major.so %s/"):format(BUILD, dir))
