@@ -204,8 +204,9 @@ static int plugins(int argc, char **argv)
     if (argc < 3) {
         printf("plugins (built-in folder %s):\n", rt_builtin_plugin_dir());
         static const rt_kind kinds[] = {RT_KIND_TEACHER, RT_KIND_STUDENT, RT_KIND_LOSS};
+        static const char *const headings[] = {"teachers", "students", "losses"};
         for (int k = 0; k < 3; k++) {
-            printf("%ss:\n", rt_kind_name(kinds[k]));
+            printf("%s:\n", headings[k]);
             for (int i = 0; i < rt_registry_count(reg); i++) {
                 const rt_plugin_desc *d = rt_registry_at(reg, i);
                 if (d->kind == kinds[k]) printf("  %-14s %-7s %s\n", d->name, d->version, d->summary);
