@@ -8,6 +8,7 @@
 #define T_H
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int t_passed, t_failed, t_cur_failed;
@@ -44,6 +45,25 @@ static const char *t_cur = "";
             t_cur_failed++;                                                  \
         }                                                                    \
     } while (0)
+
+/* |a - b| <= 1e-5 |b| + 1e-7: golden values of losses. */
+#define CHECK_REL(a, b)                                                                          \
+    do {                                                                                         \
+        double a_ = (a), b_ = (b);                                                               \
+        if (!(fabs(a_ - b_) <= 1e-5 * fabs(b_) + 1e-7)) {                                        \
+            fprintf(stderr, "  FAIL %s:%d [%s]: %s = %.10g, want %.10g\n", __FILE__, __LINE__, t_cur, \
+                    #a, a_, b_);                                                                 \
+            t_cur_failed++;                                                                      \
+        }                                                                                        \
+    } while (0)
+
+/* buf = "$RETORT_TEST_BUILD/rel" (the build folder, default "build"). */
+static inline const char *t_build_path(char *buf, size_t len, const char *rel)
+{
+    const char *b = getenv("RETORT_TEST_BUILD");
+    snprintf(buf, len, "%s/%s", b && *b ? b : "build", rel);
+    return buf;
+}
 
 #define RUN(fn)                                                              \
     do {                                                                     \

@@ -64,12 +64,7 @@ int posix_memalign(void **p, size_t al, size_t n)
 void free(void *p) { __libc_free(p); }
 #endif
 
-static const char *plugin_dir(char *buf, size_t len)
-{
-    const char *b = getenv("RETORT_TEST_BUILD");
-    snprintf(buf, len, "%s/lib/retort/plugins", b ? b : "build");
-    return buf;
-}
+static const char *plugin_dir(char *buf, size_t len) { return t_build_path(buf, len, "lib/retort/plugins"); }
 
 /* One distillation step; returns the status. */
 static rt_status step(rt_ctx *ctx, rt_instance *s, rt_instance *kd, rt_instance *ce, rt_optim *opt, rt_tensor *x,

@@ -22,33 +22,16 @@
 static rt_ctx *ctx;
 static rt_registry *reg;
 static rt_instance *loss;
-static char tmpdir[64];
 
-/* Finds or builds the plugin and loads it.  0 on success. */
+/* Loads the built plugin.  0 on success. */
 static int load_plugin(void)
 {
-    const char *build = getenv("RETORT_TEST_BUILD");
+    /* Built by the Makefile with the plugins' flags (make all / make check). */
     char path[512];
-    snprintf(path, sizeof path, "%s/examples/cosine_logits.so", build ? build : "build");
+    t_build_path(path, sizeof path, "examples/cosine_logits.so");
     if (access(path, R_OK) != 0) {
-        const char *src = "examples/custom_loss/cosine_logits.c";
-        if (access(src, R_OK) != 0) {
-            fprintf(stderr, "  %s not found: run from the repository root\n", src);
-            return -1;
-        }
-        snprintf(tmpdir, sizeof tmpdir, "/tmp/rt-example-XXXXXX");
-        if (!mkdtemp(tmpdir)) {
-            tmpdir[0] = 0;
-            perror("  mkdtemp");
-            return -1;
-        }
-        snprintf(path, sizeof path, "%s/cosine_logits.so", tmpdir);
-        char cmd[1024];
-        snprintf(cmd, sizeof cmd, "cc -std=c11 -O2 -shared -fPIC -Icore -o %s %s -lm", path, src);
-        if (system(cmd) != 0) {
-            fprintf(stderr, "  failed: %s\n", cmd);
-            return -1;
-        }
+        fprintf(stderr, "  %s not found: run make first\n", path);
+        return -1;
     }
     if (rt_registry_load(reg, ctx, path) ||
         rt_instance_create(reg, ctx, RT_KIND_LOSS, "cosine_logits", NULL, &loss)) {
@@ -249,10 +232,5 @@ int main(void)
     rt_instance_release(loss);
     rt_registry_free(reg);
     rt_ctx_free(ctx);
-    if (tmpdir[0]) {
-        char cmd[128];
-        snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
-        if (system(cmd) != 0) fprintf(stderr, "  could not remove %s\n", tmpdir);
-    }
     return t_summary("test_example_loss");
 }

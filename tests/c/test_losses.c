@@ -75,16 +75,6 @@ static double ref_sq(const float *s, const float *t, int n)
 
 /* ------------------------------------------------------------------ helpers */
 
-/* |a - b| <= 1e-5 relative (or 1e-7 absolute near zero). */
-#define CHECK_REL(a, b)                                                                          \
-    do {                                                                                         \
-        double a_ = (a), b_ = (b);                                                               \
-        if (!(fabs(a_ - b_) <= 1e-5 * fabs(b_) + 1e-7)) {                                        \
-            fprintf(stderr, "  FAIL %s:%d [%s]: %s = %.10g, want %.10g\n", __FILE__, __LINE__, t_cur, \
-                    #a, a_, b_);                                                                 \
-            t_cur_failed++;                                                                      \
-        }                                                                                        \
-    } while (0)
 
 static rt_instance *make(const char *name, const char *opts)
 {
@@ -386,9 +376,8 @@ static void test_misspelled_option(void)
 
 int main(void)
 {
-    const char *b = getenv("RETORT_TEST_BUILD");
     char dir[600];
-    snprintf(dir, sizeof dir, "%s/lib/retort/plugins", b && *b ? b : "build");
+    t_build_path(dir, sizeof dir, "lib/retort/plugins");
     ctx = rt_ctx_new();
     reg = rt_registry_new();
     if (!ctx || !reg || rt_registry_load_dir(reg, ctx, dir, 0, NULL)) {

@@ -136,16 +136,6 @@ static double ref_eval(const ref *r, const float *s, const float *t, const int32
 
 /* ------------------------------------------------------------------ helpers */
 
-/* |a - b| <= 1e-5 relative (or 1e-7 absolute near zero). */
-#define CHECK_REL(a, b)                                                                          \
-    do {                                                                                         \
-        double a_ = (a), b_ = (b);                                                               \
-        if (!(fabs(a_ - b_) <= 1e-5 * fabs(b_) + 1e-7)) {                                        \
-            fprintf(stderr, "  FAIL %s:%d [%s]: %s = %.10g, want %.10g\n", __FILE__, __LINE__, t_cur, \
-                    #a, a_, b_);                                                                 \
-            t_cur_failed++;                                                                      \
-        }                                                                                        \
-    } while (0)
 
 static rt_instance *make(const char *name, const char *opts)
 {

@@ -265,8 +265,7 @@ static void readers_and_writer(void)
 static void a_training_step(void)
 {
     char dir[512];
-    const char *b = getenv("RETORT_TEST_BUILD");
-    snprintf(dir, sizeof dir, "%s/lib/retort/plugins", b ? b : "build");
+    t_build_path(dir, sizeof dir, "lib/retort/plugins");
     rt_ctx *ctx = rt_ctx_new();
     step_env e = {rt_registry_new()};
     CHECK(rt_registry_load_dir(e.reg, ctx, dir, 1, NULL) == RT_STATUS_OK);
