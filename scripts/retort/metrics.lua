@@ -38,7 +38,7 @@ local function plugin_info(obj)
   for _, p in ipairs(rt.plugins()) do
     if p.kind == kind and p.name == name then r.abi = p.abi break end
   end
-  return rt.plugin_file_info(obj, r) -- provenance.lua: file, sha256
+  return rt.plugin_file_info(obj, r) -- provenance.lua: file, file_sha256
 end
 
 -- A dataset's provenance: name, declared licence, origin, size and every

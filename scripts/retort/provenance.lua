@@ -13,17 +13,18 @@ local util = rt.util
 
 -- ------------------------------------------------------------ plugin files
 
--- Adds file and sha256 (and, for a Lua loss, the lines of forward and
--- backward) to r, a plugin_info table of metrics.lua for obj.
+-- Adds file and file_sha256 (and, for a Lua loss, the lines of forward
+-- and backward) to r, a plugin_info table of metrics.lua for obj.  Not
+-- "sha256": a teacher's sha256 is its checkpoint's.
 function rt.plugin_file_info(obj, r)
   local src = obj:kind() == "loss" and rt.lua_loss_source(obj)
   if src then
     local f, b = src.forward, src.backward
     r.file, r.line = f.file or f.chunk, f.line
-    r.sha256 = f.file and rt.exists(f.file) and util.call(rt.sha256_file, f.file) or nil
+    r.file_sha256 = f.file and rt.exists(f.file) and util.call(rt.sha256_file, f.file) or nil
     if b.file ~= f.file then
       r.backward_file = b.file or b.chunk
-      r.backward_sha256 = b.file and rt.exists(b.file) and util.call(rt.sha256_file, b.file) or nil
+      r.backward_file_sha256 = b.file and rt.exists(b.file) and util.call(rt.sha256_file, b.file) or nil
     end
     r.backward_line = b.line
     return r
@@ -31,7 +32,7 @@ function rt.plugin_file_info(obj, r)
   for _, p in ipairs(rt.plugins()) do
     if p.kind == r.kind and p.name == r.plugin then
       r.file = p.path
-      r.sha256 = p.path and rt.exists(p.path) and util.call(rt.sha256_file, p.path) or nil
+      r.file_sha256 = p.path and rt.exists(p.path) and util.call(rt.sha256_file, p.path) or nil
     end
   end
   return r
@@ -42,7 +43,7 @@ local function student_plugin(name)
   for _, p in ipairs(rt.plugins()) do
     if p.kind == "student" and p.name == name then
       return { plugin = name, version = p.version, abi = p.abi, file = p.path,
-               sha256 = p.path and rt.exists(p.path) and util.call(rt.sha256_file, p.path) or nil }
+               file_sha256 = p.path and rt.exists(p.path) and util.call(rt.sha256_file, p.path) or nil }
     end
   end
   return { plugin = name }
