@@ -649,7 +649,8 @@ local function cards(s, colours)
       :format(esc(label), value, sub or "")
   end
   local e = best.eval or {}
-  card(("%s: %s accuracy"):format(best.name, eval_name(s)), pct(e.accuracy), t and t.eval and ("teacher " .. pct(t.eval.accuracy)) or "")
+  card(("%s: %s accuracy"):format(best.name, eval_name(s)), pct(e.accuracy),
+    t and t.eval and ("teacher " .. pct(t.eval.accuracy)) or "")
   if e.agreement then card("agreement with the teacher", pct(e.agreement), "KL " .. num(e.kl, 4) .. ", JS " ..
     num(e.js, 4)) end
   if best.speedup then card("speed-up (p50, batch 1)", times(best.speedup), ("%s vs %s µs"):format(

@@ -445,11 +445,13 @@ function rt.distill(cfg)
                   lr = lr_at(math.max(step - 1, 0)), train = {} }
     for i, t in ipairs(terms) do row.train[t.name] = sums[i] / count end
     if cfg.val then
-      local r = rt.evaluate(student, cfg.val, { teacher = eval_teacher, quiet = quiet, label = name .. " " .. val_name })
+      local r = rt.evaluate(student, cfg.val, { teacher = eval_teacher, quiet = quiet,
+                                                label = name .. " " .. val_name })
       row.val = { accuracy = r.accuracy, agreement = r.agreement, kl = r.kl, top5 = r.top5, ece = r.ece, js = r.js }
     end
     if cfg.eval then
-      local r = rt.evaluate(student, cfg.eval, { teacher = eval_teacher, quiet = quiet, label = name .. " " .. eval_name })
+      local r = rt.evaluate(student, cfg.eval, { teacher = eval_teacher, quiet = quiet,
+                                                 label = name .. " " .. eval_name })
       row.test = { accuracy = r.accuracy, agreement = r.agreement, kl = r.kl, top5 = r.top5, ece = r.ece, js = r.js }
       last_eval = r
     end

@@ -150,8 +150,8 @@ T.test("val: best.safetensors is the epoch of the best val accuracy; rows keep t
   T.check(run.best_epoch == best_epoch, ("best epoch %s, argmax of val %s"):format(run.best_epoch, best_epoch))
   local meta = rt.read_meta(dir .. "/v/best.safetensors")
   T.check(tonumber(meta["run.epoch"]) + 1 == best_epoch, "best.safetensors holds that epoch")
-  T.check(meta["run.selected_on"]:find("val accuracy", 1, true) and meta["run.selected_on"]:find("fm-train/val", 1, true),
-    "selected_on: " .. meta["run.selected_on"])
+  local sel = meta["run.selected_on"]
+  T.check(sel:find("val accuracy", 1, true) and sel:find("fm-train/val", 1, true), "selected_on: " .. sel)
   local m = rt.teacher("model", { checkpoint = dir .. "/v/best.safetensors" })
   T.near(rt.evaluate(m, val, { quiet = true }).accuracy, best, 1e-12, "best reproduces its val accuracy")
   local man = rt.json_decode(rt.util.read_file(dir .. "/v/manifest.json"))
