@@ -1642,6 +1642,25 @@ static int l_seed(lua_State *L)
     return 0;
 }
 
+/* rt.permutation(n, seed) -> {ids}: a permutation of 1..n drawn from its
+ * own stream (seed, "split"), so it neither reads nor moves the training
+ * stream; the same (n, seed) gives the same list on every machine. */
+static int l_permutation(lua_State *L)
+{
+    lua_Integer n = luaL_checkinteger(L, 1), seed = luaL_checkinteger(L, 2);
+    luaL_argcheck(L, n >= 0 && n <= INT32_MAX, 1, "n must be in [0, 2^31)");
+    int64_t *perm = lua_newuserdatauv(L, sizeof(int64_t) * (size_t)(n ? n : 1), 0);
+    rt_rng r;
+    rt_rng_seed(&r, (uint64_t)seed, 0x73706c6974ull);
+    rt_rng_permutation(&r, perm, (int64_t)n);
+    lua_createtable(L, (int)n, 0);
+    for (lua_Integer k = 0; k < n; k++) {
+        lua_pushinteger(L, perm[k] + 1);
+        lua_rawseti(L, -2, k + 1);
+    }
+    return 1;
+}
+
 static int l_rng_state(lua_State *L)
 {
     char hex[65];
@@ -1795,6 +1814,7 @@ static const luaL_Reg functions[] = {
     {"seed", l_seed},
     {"rng_state", l_rng_state},
     {"set_rng_state", l_set_rng_state},
+    {"permutation", l_permutation},
     {"count_correct", l_count_correct},
     {"count_agree", l_count_agree},
     {"kl_sum", l_kl_sum},

@@ -93,7 +93,7 @@ local rows = {
   { ("KD 784-128-10 (T=%g, alpha=%g)"):format(o.temperature, o.alpha), pct(kd_eval.accuracy), pct(kd_eval.agreement),
     ("%.4f"):format(kd_eval.kl), sp, secs(kd_run.epoch_seconds) },
 }
-local headers = { "model", "test acc %", "agreement %", "KL(t||s)", "params", "s/epoch" }
+local headers = { "model", test:name() .. " acc %", "agreement %", "KL(t||s)", "params", "s/epoch" }
 print()
 print(rt.util.format_table(headers, rows))
 print(("\ncompression %.1fx in parameters; runs and checkpoints in %s"):format(tp / sp, o.out))

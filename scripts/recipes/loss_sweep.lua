@@ -55,7 +55,7 @@ if not rt.exists(teacher_path) then
 end
 local teacher = rt.teacher("model", { checkpoint = teacher_path })
 local teacher_acc = rt.evaluate(teacher, test).accuracy
-print(("teacher %s: test accuracy %.2f%%"):format(teacher_path, 100 * teacher_acc))
+print(("teacher %s: %s accuracy %.2f%%"):format(teacher_path, test:name(), 100 * teacher_acc))
 
 -- 2. The losses: every loss plugin that needs a teacher and builds with
 --    its defaults, in name order.
@@ -88,7 +88,7 @@ local function run(label, loss, dir)
     return { label, "failed", "", "", "" }
   end
   local e = rt.evaluate(student, test, { teacher = teacher })
-  print(("%-12s test acc %.2f%%  agreement %.2f%%  KL %.4f  (%.0fs)"):format(label, 100 * e.accuracy,
+  print(("%-12s %s acc %.2f%%  agreement %.2f%%  KL %.4f  (%.0fs)"):format(label, test:name(), 100 * e.accuracy,
     100 * e.agreement, e.kl, rt.clock() - t0))
   return { label, ("%.2f"):format(100 * e.accuracy), ("%.2f"):format(100 * e.agreement), ("%.4f"):format(e.kl),
            ("%.2f"):format(r.epoch_seconds or 0) }
@@ -103,7 +103,8 @@ for _, n in ipairs(names) do
   rows[#rows + 1] = run(label, { { l, o.alpha }, { rt.loss("ce"), 1 - o.alpha } }, n)
 end
 
-local headers = { "loss (+ CE, alpha " .. o.alpha .. ")", "test acc %", "agreement %", "KL(t||s)", "s/epoch" }
+local headers = { "loss (+ CE, alpha " .. o.alpha .. ")", test:name() .. " acc %", "agreement %", "KL(t||s)",
+                  "s/epoch" }
 print()
 print(rt.util.format_table(headers, rows))
 local note = ("\nteacher %s: %.2f%%; student 784-128-10, %d epochs each, batch %d, Adam lr %g with cosine decay, seed %d\n")

@@ -2,22 +2,25 @@
 -- One table of final metrics side by side: a row per model, from each
 -- folder's summary.json (several models) or manifest.json + eval.json (one
 -- run).  --markdown prints a Markdown table instead of aligned text.
+-- "data" names the dataset the figures were measured on (the run's eval
+-- data, e.g. fashion-mnist/test).
 local rt = ...
 local f = nil
 
-local HEADERS = { "run", "model", "test acc %", "top-5 %", "agree %", "KL(t||s)", "JS", "ECE %", "params", "FLOPs",
+local HEADERS = { "run", "model", "data", "acc %", "top-5 %", "agree %", "KL(t||s)", "JS", "ECE %", "params", "FLOPs",
                   "disk", "p50 us", "p95 us", "runs", "speed-up", "compress" }
 
 local function rows_of(dir)
   f = f or rt.report.format
   local s = rt.report.load(dir)
+  local data = s.eval_data and s.eval_data.name or "-"
   local rows = {}
   local function p(v) return type(v) == "number" and ("%.2f"):format(100 * v) or "-" end
   local function n(v, d) return type(v) == "number" and ("%." .. d .. "f"):format(v) or "-" end
   for _, m in ipairs(s.models) do
     local e, z, l = m.eval or {}, m.size or {}, m.latency
     rows[#rows + 1] = {
-      dir, m.name, p(e.accuracy), p(e.top5), p(e.agreement), n(e.kl, 4), n(e.js, 4), p(e.ece),
+      dir, m.name, data, p(e.accuracy), p(e.top5), p(e.agreement), n(e.kl, 4), n(e.js, 4), p(e.ece),
       type(z.params) == "number" and math.tointeger(z.params) or "-",
       type(z.flops) == "number" and (f.si(z.flops, ""):gsub(" $", "")) or "-",
       type(z.disk_bytes) == "number" and f.bytes(z.disk_bytes) or "-", l and n(l.p50_ms * 1e3, 1) or "-", l and n(l.p95_ms * 1e3, 1) or "-",

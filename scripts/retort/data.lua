@@ -27,7 +27,9 @@ function rt.data.idx(o)
     y = y and y:narrow(1, 1, o.limit)
   end
   local ds = util.call(rt.dataset, x, y)
-  rt.data.info[ds] = { name = o.name, license = o.license, origin = o.origin, files = { o.images, o.labels }, size = #x }
+  -- no name given: the images file's, e.g. "t10k-images-idx3-ubyte"
+  local name = o.name or o.images:match("([^/]+)$"):gsub("%.gz$", "")
+  rt.data.info[ds] = { name = name, license = o.license, origin = o.origin, files = { o.images, o.labels }, size = #x }
   return ds
 end
 
@@ -43,8 +45,11 @@ function rt.data.fashion_mnist(split, o)
     error(("rt.data.fashion_mnist: %s not found (install the Debian package dataset-fashion-mnist: make deps)")
       :format(images), 2)
   end
-  return rt.data.idx{ images = images, labels = ("%s/%s-labels-idx1-ubyte.gz"):format(dir, prefix),
+  local ds = rt.data.idx{ images = images, labels = ("%s/%s-labels-idx1-ubyte.gz"):format(dir, prefix),
                       limit = o.limit, name = "fashion-mnist/" .. split, license = "MIT",
                       origin = "Zalando Research (Xiao, Rasul, Vollgraf 2017), labelled by Zalando's in-house experts;"
                         .. " Debian package dataset-fashion-mnist" }
+  rt.data.info[ds].classes = { "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                               "Bag", "Ankle boot" }
+  return ds
 end

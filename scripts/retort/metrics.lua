@@ -41,8 +41,9 @@ local function plugin_info(obj)
   return rt.plugin_file_info(obj, r) -- provenance.lua: file, file_sha256
 end
 
--- A dataset's provenance: name, declared licence, origin, size and every
--- file with its sha256 (rt.data.info; a dataset made in memory has none).
+-- A dataset's provenance: name, declared licence, origin, size, class
+-- names and every file with its sha256 (rt.data.info; a dataset made in
+-- memory has none).
 function rt.data_provenance(ds)
   if ds == nil then return nil end
   local info = rt.data.info[ds] or {}
@@ -50,8 +51,10 @@ function rt.data_provenance(ds)
   for _, path in ipairs(info.files or {}) do
     files[#files + 1] = { path = path, sha256 = rt.exists(path) and data_sha256(path) or nil }
   end
+  -- subset: which rows of which parent (ds:split, ds:subset): count,
+  -- sha256 of the 1-based id list, how it was made
   return { name = info.name or "(in memory)", license = info.license or "(not declared)", origin = info.origin,
-           samples = ds:size(), files = files }
+           samples = ds:size(), files = files, classes = info.classes, subset = info.subset }
 end
 
 -- A teacher's provenance: plugin, options and, when an option names a
@@ -80,8 +83,8 @@ local function recipe_provenance()
   return { path = a[0], sha256 = rt.exists(a[0]) and util.call(rt.sha256_file, a[0]) or nil, arguments = args }
 end
 
--- rt.provenance{ student, teacher, eval_teacher, data, eval, terms, seed,
---                name, optimizer, schedule, epochs, steps_per_epoch }
+-- rt.provenance{ student, teacher, eval_teacher, data, val, eval, terms,
+--                seed, name, optimizer, schedule, epochs, steps_per_epoch }
 -- -> the manifest's provenance part (a table).
 function rt.provenance(o)
   local losses = {}
@@ -106,7 +109,7 @@ function rt.provenance(o)
     student = student,
     teacher = rt.model_provenance(o.teacher),
     losses = losses,
-    data = { train = rt.data_provenance(o.data), eval = rt.data_provenance(o.eval) },
+    data = { train = rt.data_provenance(o.data), val = rt.data_provenance(o.val), eval = rt.data_provenance(o.eval) },
   }
   if o.eval_teacher and o.eval_teacher ~= o.teacher then p.eval_teacher = rt.model_provenance(o.eval_teacher) end
   return rt.provenance_training(p, o) -- provenance.lua: optimizer, schedules
@@ -116,7 +119,8 @@ end
 -- whole of it as JSON under "provenance", and the links a tool follows
 -- without parsing it: teacher.sha256 / teacher.checkpoint (the teacher the
 -- student learned from), recipe.sha256, data.sha256 (the training files'
--- hashes, comma-separated) and data.license.
+-- hashes, comma-separated), data.license, and data.ids_sha256 when the
+-- training data is a split or subset of those files.
 function rt.provenance_meta(p)
   local m = { provenance = rt.json_encode(p) }
   if p.teacher and p.teacher.sha256 then
@@ -133,6 +137,7 @@ function rt.provenance_meta(p)
     m["data.sha256"] = table.concat(hashes, ",")
     m["data.license"] = d.license
     m["data.name"] = d.name
+    if d.subset then m["data.ids_sha256"] = d.subset.ids_sha256 end -- trained on these rows of the files
   end
   return m
 end

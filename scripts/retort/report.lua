@@ -382,10 +382,18 @@ local CLASS_NAMES = {
 
 local function class_labels(s, C)
   local name = s.eval_data and s.eval_data.name or ""
-  local names = s.classes or CLASS_NAMES[name:match("^([^/]+)") or ""]
+  local names = s.classes or (s.eval_data and s.eval_data.classes) or CLASS_NAMES[name:match("^([^/]+)") or ""]
   local l = {}
   for i = 1, C do l[i] = names and names[i] or tostring(i - 1) end
   return l
+end
+
+-- What the figures call the data: the eval data's name (s.eval_data,
+-- from the manifest or summary.json), and a run's val data's name.
+local function eval_name(s) return s.eval_data and s.eval_data.name or "eval data" end
+local function val_name(m)
+  local man = m.rundata and m.rundata.manifest
+  return man and man.data and man.data.val and man.data.val.name
 end
 
 local function hex_rgb(h)
@@ -433,14 +441,23 @@ end
 
 local function epoch_charts(s, colours)
   local acc, agree, hl = {}, {}, {}
+  local vals = {}
   for _, m in ipairs(s.models) do
     local rows = m.rundata and m.rundata.epochs or {}
-    local pa, pg = {}, {}
+    local pa, pg, pv = {}, {}, {}
     for _, r in ipairs(rows) do
       if r.test and r.test.accuracy then pa[#pa + 1] = { r.epoch, 100 * r.test.accuracy } end
       if r.test and r.test.agreement then pg[#pg + 1] = { r.epoch, 100 * r.test.agreement } end
+      if r.val and r.val.accuracy then pv[#pv + 1] = { r.epoch, 100 * r.val.accuracy } end
     end
     if #pa > 0 then acc[#acc + 1] = { label = m.name, colour = colours[m.name], points = pa, dots = #pa <= 30 } end
+    if #pv > 0 then
+      -- val curves dashed, in the model's colour
+      local vn = val_name(m) or "val"
+      vals[vn] = true
+      acc[#acc + 1] = { label = ("%s on %s"):format(m.name, vn), colour = colours[m.name], points = pv,
+                        dots = #pv <= 30, dash = true }
+    end
     if #pg > 0 then agree[#agree + 1] = { label = m.name, colour = colours[m.name], points = pg, dots = #pg <= 30 } end
     if #pa == 0 and m.eval and m.eval.accuracy then
       hl[#hl + 1] = { y = 100 * m.eval.accuracy, colour = colours[m.name], label = m.name .. " (final)" }
@@ -448,13 +465,19 @@ local function epoch_charts(s, colours)
   end
   local out = {}
   if #acc > 0 or #hl > 0 then
-    out[#out + 1] = line_chart{ id = "accuracy", title = "Test accuracy per epoch", series = acc, hlines = hl,
+    local vl = {}
+    for v in pairs(vals) do vl[#vl + 1] = v end
+    table.sort(vl)
+    local title = ("Accuracy per epoch on %s"):format(eval_name(s))
+    if #vl > 0 then title = title .. (" (dashed: %s)"):format(table.concat(vl, ", ")) end
+    out[#out + 1] = line_chart{ id = "accuracy", title = title, series = acc, hlines = hl,
                                 xlabel = "epoch", ylabel = "top-1 accuracy (%)", xmin = 1,
                                 xint = true }
   end
   if #agree > 0 then
     local thl = {}
-    out[#out + 1] = line_chart{ id = "agreement", title = "Agreement with the teacher per epoch", series = agree,
+    out[#out + 1] = line_chart{ id = "agreement", title = ("Agreement with the teacher per epoch on %s"):format(
+                                  eval_name(s)), series = agree,
                                 hlines = thl, xlabel = "epoch", ylabel = "top-1 agreement (%)", xmin = 1,
                                 xint = true }
   end
@@ -585,7 +608,7 @@ local function results_table(s, colours)
   local cols = {
     { "model", function(m) return ('<span class="dot" style="background:%s"></span>%s'):format(colours[m.name],
       esc(m.name)) end, true },
-    { "test acc", function(m) return pct(m.eval and m.eval.accuracy) end },
+    { esc(eval_name(s)) .. " acc", function(m) return pct(m.eval and m.eval.accuracy) end },
     { "top-5", function(m) return pct(m.eval and m.eval.top5) end },
     { "agreement", function(m) return pct(m.eval and m.eval.agreement) end },
     { "KL(t‖s)", function(m) return num(m.eval and m.eval.kl, 4) end },
@@ -626,7 +649,8 @@ local function cards(s, colours)
       :format(esc(label), value, sub or "")
   end
   local e = best.eval or {}
-  card(best.name .. ": test accuracy", pct(e.accuracy), t and t.eval and ("teacher " .. pct(t.eval.accuracy)) or "")
+  card(("%s: %s accuracy"):format(best.name, eval_name(s)), pct(e.accuracy),
+    t and t.eval and ("teacher " .. pct(t.eval.accuracy)) or "")
   if e.agreement then card("agreement with the teacher", pct(e.agreement), "KL " .. num(e.kl, 4) .. ", JS " ..
     num(e.js, 4)) end
   if best.speedup then card("speed-up (p50, batch 1)", times(best.speedup), ("%s vs %s µs"):format(
@@ -765,9 +789,25 @@ function M.html(s)
   if s.note then add('<p class="sub">' .. esc(s.note) .. "</p>") end
   add("<h2>Results</h2>")
   add(results_table(s, colours))
-  add('<p class="note">Figures are for the final weights of each run (last.safetensors).  best.safetensors is the '
-    .. "epoch with the best accuracy on the eval data; with no separate validation set that data is the test set, "
-    .. "so the best-on-eval choice is optimistic.  Speed-up and compression are against the teacher.</p>")
+  -- how each run chose best.safetensors, in the data's own names
+  local on_val, on_eval = {}, false
+  for _, m in ipairs(s.models) do
+    local ck = m.rundata and m.rundata.manifest and m.rundata.manifest.checkpoints
+    if ck and ck.best_selected_on == "val" then on_val[#on_val + 1] = ("%s: %s"):format(m.name,
+      ck.best_selected_on_data or val_name(m) or "val")
+    elseif ck and ck.best_selected_on == "eval" then on_eval = true end
+  end
+  local best_note = ""
+  if #on_val > 0 then
+    best_note = ("best.safetensors is the epoch with the best accuracy on the validation data (%s).  "):format(
+      esc(table.concat(on_val, "; ")))
+  end
+  if on_eval then
+    best_note = best_note .. ("%s chose best.safetensors on %s itself (no validation data given), so that choice is "
+      .. "optimistic.  "):format(#on_val > 0 and "The other runs" or "Each run", esc(eval_name(s)))
+  end
+  add(('<p class="note">Figures are for the final weights of each run (last.safetensors) on %s.  %sSpeed-up and '
+    .. "compression are against the teacher.</p>"):format(esc(eval_name(s)), best_note))
   local function section(name, charts, cls)
     if #charts == 0 then return end
     add("<h2>" .. esc(name) .. "</h2>")
@@ -775,7 +815,8 @@ function M.html(s)
   end
   section("Training: every loss term", loss_charts(s, colours), #s.models >= 3 and "grid3" or "grid")
   section("Quality and fidelity per epoch", epoch_charts(s, colours))
-  section("Confusion matrices (test set)", confusion_charts(s, colours), #s.models >= 3 and "grid3" or "grid")
+  section(("Confusion matrices (%s)"):format(eval_name(s)), confusion_charts(s, colours),
+    #s.models >= 3 and "grid3" or "grid")
   section("Per class", per_class_chart(s, colours), "one")
   local sc = speed_size_charts(s, colours)
   for _, c in ipairs(calibration_chart(s, colours)) do sc[#sc + 1] = c end

@@ -233,15 +233,21 @@ end
 local DISTILL_KEYS = {
   teacher = 1, student = 1, data = 1, eval = 1, loss = 1, optimizer = 1, schedule = 1, epochs = 1, batch = 1,
   seed = 1, out = 1, resume = 1, quiet = 1, log_every = 1, cache_teacher = 1, name = 1, eval_teacher = 1,
-  on_epoch = 1,
+  on_epoch = 1, val = 1, patience = 1,
 }
 
--- rt.distill{ teacher, student, data, eval, loss, optimizer, schedule,
+-- rt.distill{ teacher, student, data, val, eval, loss, optimizer, schedule,
 --             epochs = 10, batch = 128, seed = 1, out, resume = false,
 --             quiet = false, log_every = 50, cache_teacher = true,
---             eval_teacher, on_epoch = function(row) }
--- Returns { history = {per-epoch rows}, test = last eval row, out = dir,
---           epoch_seconds = mean training seconds per epoch, steps }.
+--             eval_teacher, patience, on_epoch = function(row) }
+-- Returns { history = {per-epoch rows}, test = last eval row, val = last
+--           val row, out = dir, epoch_seconds = mean training seconds per
+--           epoch, steps, best_epoch, stopped_at (epoch, or nil) }.
+-- val: held-out data (e.g. from data:split) evaluated every epoch (row.val);
+-- best.safetensors is the epoch of its best accuracy.  eval: the final
+-- test data (row.test); without val, best is chosen on it, and the
+-- manifest says so.  patience = k: stop after k epochs without a better val
+-- accuracy (needs val).  Lines, rows and the manifest name each dataset.
 -- eval_teacher: the teacher to measure agreement against (defaults to
 -- teacher); lets a plain-CE baseline report its agreement too.
 function rt.distill(cfg)
@@ -257,6 +263,27 @@ function rt.distill(cfg)
   if type(data) ~= "userdata" or not pcall(data.size, data) then
     error("rt.distill: 'data' must be a dataset (rt.data.idx, rt.dataset)", 2)
   end
+  for _, k in ipairs{ "val", "eval" } do
+    local d = cfg[k]
+    if d ~= nil and (type(d) ~= "userdata" or not pcall(d.size, d)) then
+      error(("rt.distill: '%s' must be a dataset (rt.data.idx, ds:split)"):format(k), 2)
+    end
+  end
+  local patience = cfg.patience
+  if patience ~= nil then
+    if math.type(patience) ~= "integer" or patience < 1 then
+      error(("rt.distill: 'patience' must be an integer >= 1, got %s"):format(tostring(patience)), 2)
+    end
+    if not cfg.val then
+      error("rt.distill: 'patience' stops on validation data: give 'val' (e.g. local rest, val = "
+        .. "data:split{fraction = 0.1, seed = 1})", 2)
+    end
+  end
+  -- what lines, metrics and the manifest call each held-out dataset
+  local val_name, eval_name = rt.data.name(cfg.val, "val"), rt.data.name(cfg.eval, "eval")
+  -- best.safetensors and early stopping follow this row of each epoch
+  local select_key = cfg.val and "val" or "test"
+  local select_name = cfg.val and val_name or eval_name
   local terms = normalize_terms(cfg.loss or { { rt.loss("ce"), 1 } }, 2)
   for _, t in ipairs(terms) do
     if t.needs_teacher and not teacher then
@@ -290,7 +317,8 @@ function rt.distill(cfg)
   rt.seed(seed)
   local quiet = rt.quiet(cfg.quiet)
   local out, metrics = cfg.out, nil
-  local manifest, prov_meta, best_acc, best_epoch, last_eval
+  local manifest, prov_meta, best_acc, best_epoch, last_eval, stopped_at
+  local since_best = 0 -- epochs since the best one, for patience
   local history, start_epoch, step = {}, 0, 0
   if out then
     local ok, err = rt.mkdir(out)
@@ -308,7 +336,7 @@ function rt.distill(cfg)
     -- manifest.json now, so that a run that dies still says what it was;
     -- rewritten at the end with the times, the result and the best epoch.
     manifest = rt.provenance{ student = student, teacher = teacher, eval_teacher = eval_teacher, data = data,
-                              eval = cfg.eval, terms = terms, seed = seed,
+                              val = cfg.val, eval = cfg.eval, terms = terms, seed = seed,
                               name = cfg.name or (teacher and "distill" or "fit"),
                               optimizer = opt, schedule = schedule, epochs = epochs,
                               steps_per_epoch = steps_per_epoch }
@@ -316,13 +344,19 @@ function rt.distill(cfg)
     manifest.started, manifest.status, manifest.epochs, manifest.batch = rt.utc_now(), "running", epochs, bs
     manifest.resumed_at_epoch = start_epoch > 0 and start_epoch or nil
     manifest.checkpoints = { last = CHECKPOINT, best = BEST,
-                             best_selected_on = cfg.eval and "eval" or "none (no eval data: best = last)" }
+                             best_selected_on = cfg.val and "val" or cfg.eval and "eval"
+                               or "none (no eval data: best = last)",
+                             best_selected_on_data = (cfg.val or cfg.eval) and select_name or nil }
+    if patience then manifest.early_stopping = { patience = patience, on = val_name, metric = "accuracy" } end
     rt.write_atomic(out .. "/manifest.json", rt.json_encode(manifest) .. "\n")
-    for _, row in ipairs(history) do
-      local a = row.test and row.test.accuracy
-      if a and (best_acc == nil or a > best_acc) then best_acc, best_epoch = a, row.epoch end
-    end
   end
+  -- a resumed run picks up the best epoch and the patience count
+  for _, row in ipairs(history) do
+    local a = row[select_key] and row[select_key].accuracy
+    if a and (best_acc == nil or a > best_acc) then best_acc, best_epoch, since_best = a, row.epoch, 0
+    else since_best = since_best + 1 end
+  end
+  if patience and since_best >= patience then start_epoch, stopped_at = epochs, history[#history].epoch end
 
   -- The teacher's logits for the whole training set, once: the data has
   -- no augmentation, so they do not change between epochs.
@@ -347,7 +381,7 @@ function rt.distill(cfg)
 
   local grad, tbuf
   local name = cfg.name or (teacher and "distill" or "fit")
-  local train_seconds = 0
+  local train_seconds, epochs_run = 0, 0
   for epoch = start_epoch, epochs - 1 do
     local sums, count = {}, 0
     for i = 1, #terms do sums[i] = 0 end
@@ -408,29 +442,42 @@ function rt.distill(cfg)
     progress:finish()
     local seconds = rt.clock() - t0
     train_seconds = train_seconds + seconds
+    epochs_run = epochs_run + 1
     local row = { epoch = epoch + 1, step = step, seconds = seconds, samples_per_second = count / seconds,
                   lr = lr_at(math.max(step - 1, 0)), train = {} }
     for i, t in ipairs(terms) do row.train[t.name] = sums[i] / count end
+    if cfg.val then
+      local r = rt.evaluate(student, cfg.val, { teacher = eval_teacher, quiet = quiet,
+                                                label = name .. " " .. val_name })
+      row.val = { accuracy = r.accuracy, agreement = r.agreement, kl = r.kl, top5 = r.top5, ece = r.ece, js = r.js }
+    end
     if cfg.eval then
-      local r = rt.evaluate(student, cfg.eval, { teacher = eval_teacher, quiet = quiet, label = name .. " eval" })
+      local r = rt.evaluate(student, cfg.eval, { teacher = eval_teacher, quiet = quiet,
+                                                 label = name .. " " .. eval_name })
       row.test = { accuracy = r.accuracy, agreement = r.agreement, kl = r.kl, top5 = r.top5, ece = r.ece, js = r.js }
       last_eval = r
     end
     history[#history + 1] = row
     if metrics then
+      -- data: the name of the dataset behind each of val and test
       metrics.write{ event = "epoch", epoch = row.epoch, step = step, seconds = seconds,
-                     samples_per_second = row.samples_per_second, train = row.train, test = row.test }
+                     samples_per_second = row.samples_per_second, train = row.train, val = row.val, test = row.test,
+                     data = (cfg.val or cfg.eval) and { val = cfg.val and val_name or nil,
+                                                        test = cfg.eval and eval_name or nil } or nil }
     end
     if not quiet then
       local parts = {}
       for _, t in ipairs(terms) do parts[#parts + 1] = ("%s %.4f"):format(t.name, row.train[t.name]) end
-      local test = ""
-      if row.test then
-        test = ("  test acc %.2f%%"):format(100 * (row.test.accuracy or 0))
-        if row.test.agreement then test = test .. ("  agree %.2f%%"):format(100 * row.test.agreement) end
+      local held = {}
+      for _, h in ipairs{ { row.val, val_name }, { row.test, eval_name } } do
+        local r = h[1]
+        if r then
+          held[#held + 1] = ("  %s acc %.2f%%"):format(h[2], 100 * (r.accuracy or 0))
+          if r.agreement then held[#held + 1] = ("  agree %.2f%%"):format(100 * r.agreement) end
+        end
       end
       io.stderr:write(("%s epoch %d/%d  %s%s  %.1fs\n"):format(name, epoch + 1, epochs, table.concat(parts, "  "),
-        test, seconds))
+        table.concat(held), seconds))
     end
     if out then
       local extra = {
@@ -439,26 +486,47 @@ function rt.distill(cfg)
       }
       for k, v in pairs(prov_meta) do extra[k] = v end
       save_checkpoint(out .. "/" .. CHECKPOINT, student, opt, extra)
-      -- best: weights only, by held-out accuracy; without eval data, the
-      -- last weights.  Selecting on the test set flatters it: the manifest
-      -- and the report say "best on eval".
-      local acc = row.test and row.test.accuracy
+      -- best: weights only, by held-out accuracy (val, else eval); with
+      -- neither, the last weights.  Selecting on the test set flatters
+      -- it: the manifest and the report say "best on eval".
+      local acc = row[select_key] and row[select_key].accuracy
       if acc == nil or best_acc == nil or acc > best_acc then
-        if acc then best_acc, best_epoch = acc, row.epoch end
         local meta = { ["run.epoch"] = tostring(epoch), ["run.seed"] = tostring(seed),
-                       ["run.selected_on"] = acc and ("eval accuracy %.6f"):format(acc) or "last (no eval data)" }
+                       ["run.selected_on"] = acc and ("%s accuracy %.6f (%s)"):format(select_key == "val" and "val"
+                         or "eval", acc, select_name) or "last (no eval data)" }
         for k, v in pairs(prov_meta) do meta[k] = v end
         student:save(out .. "/" .. BEST, meta)
       end
     end
+    local acc = row[select_key] and row[select_key].accuracy
+    if acc and (best_acc == nil or acc > best_acc) then best_acc, best_epoch, since_best = acc, row.epoch, 0
+    else since_best = since_best + 1 end
     if cfg.on_epoch then cfg.on_epoch(row) end
+    if patience and since_best >= patience and epoch < epochs - 1 then
+      stopped_at = row.epoch
+      if not quiet then
+        io.stderr:write(("%s: early stop after epoch %d: %s accuracy has not improved for %d epochs (patience %d); "
+          .. "best %.2f%% at epoch %d\n"):format(name, row.epoch, val_name, since_best, patience, 100 * best_acc,
+          best_epoch))
+      end
+      break
+    end
   end
   if metrics then metrics.close() end
   if manifest then
     manifest.finished, manifest.status, manifest.steps = rt.utc_now(), "finished", step
     manifest.checkpoints.best_epoch, manifest.checkpoints.best_accuracy = best_epoch, best_acc
+    for _, row in ipairs(history) do
+      -- the best weights' figures on the test data, when chosen on val
+      if cfg.val and row.epoch == best_epoch then manifest.checkpoints.best_test = row.test end
+    end
+    if manifest.early_stopping then
+      manifest.early_stopping.stopped_at_epoch = stopped_at
+      manifest.early_stopping.stopped = stopped_at ~= nil
+    end
     manifest.result = history[#history] and history[#history].test
-    manifest.epoch_seconds = (epochs - start_epoch) > 0 and train_seconds / (epochs - start_epoch) or nil
+    manifest.val_result = history[#history] and history[#history].val
+    manifest.epoch_seconds = epochs_run > 0 and train_seconds / epochs_run or nil
     -- the final weights' sha256: rt.teacher(student) links back to this run
     manifest.weights_sha256 = rt.weights_sha256(student)
     rt.note_run(student, out, manifest.weights_sha256)
@@ -469,9 +537,9 @@ function rt.distill(cfg)
       rt.write_atomic(out .. "/eval.json", rt.json_encode(last_eval) .. "\n")
     end
   end
-  local epochs_run = epochs - start_epoch
   return {
     history = history, test = history[#history] and history[#history].test, out = out, steps = step,
+    val = history[#history] and history[#history].val, best_epoch = best_epoch, stopped_at = stopped_at,
     epoch_seconds = epochs_run > 0 and train_seconds / epochs_run or nil,
     checkpoint = out and (out .. "/" .. CHECKPOINT), best = out and (out .. "/" .. BEST),
     manifest = out and (out .. "/manifest.json"),
