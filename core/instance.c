@@ -7,6 +7,7 @@
  * prefixes any error with "<kind> '<name>': " and resets the scratch arena
  * afterwards.  Plugins may therefore trust their inputs.
  */
+#include <cJSON.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -238,6 +239,30 @@ rt_status rt_loss_backward(rt_instance *l, rt_ctx *ctx, const rt_loss_in *in, fl
     return done(l, ctx, l->desc->loss->backward(l->self, ctx, in, scale, grad));
 }
 
+/* The options JSON with one number option replaced: a new string (free
+ * it), or NULL when out of memory. */
+static char *options_with(const char *json, const char *name, double value)
+{
+    cJSON *root = cJSON_Parse(json);
+    if (!root) return NULL;
+    char *out = NULL;
+    cJSON *item = cJSON_GetObjectItemCaseSensitive(root, name);
+    if (item) {
+        cJSON_SetNumberValue(item, value);
+        out = cJSON_PrintUnformatted(root);
+    } else {
+        cJSON *num = cJSON_CreateNumber(value);
+        if (num && cJSON_AddItemToObject(root, name, num)) out = cJSON_PrintUnformatted(root);
+        else cJSON_Delete(num);
+    }
+    cJSON_Delete(root);
+    return out;
+}
+
+/* The instance's options JSON follows set(), so that what a manifest
+ * records is the value in force.  The new text is made before the plugin
+ * is called: out of memory leaves both unchanged.  It allocates: a schedule
+ * that changes an option every step pays a parse and a print per step. */
 rt_status rt_loss_set(rt_instance *l, rt_ctx *ctx, const char *name, double value)
 {
     if (check_kind(l, ctx, RT_KIND_LOSS)) return rt_ctx_status(ctx);
@@ -246,7 +271,19 @@ rt_status rt_loss_set(rt_instance *l, rt_ctx *ctx, const char *name, double valu
         return fail(l, ctx);
     }
     if (rt_option_check_number(ctx, l->desc, name, value)) return fail(l, ctx);
-    return done(l, ctx, l->desc->loss->set(l->self, ctx, name, value));
+    char *json = options_with(l->options, name, value);
+    if (!json) {
+        rt_error(ctx, RT_STATUS_ERR_NOMEM, "set '%s': out of memory", name);
+        return fail(l, ctx);
+    }
+    rt_status st = l->desc->loss->set(l->self, ctx, name, value);
+    if (st) {
+        free(json);
+        return fail(l, ctx);
+    }
+    free(l->options);
+    l->options = json;
+    return done(l, ctx, RT_STATUS_OK);
 }
 
 int rt_instance_params(rt_instance *i, rt_param *out, int max)

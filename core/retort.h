@@ -300,6 +300,15 @@ rt_status rt_write_atomic(rt_ctx *ctx, const char *path, const void *data,
 /* SHA-256 of a file as 64 hex chars. */
 rt_status rt_sha256_file(rt_ctx *ctx, const char *path, char out[65]);
 void rt_sha256_hex(const void *data, size_t len, char out[65]);
+/* The weights' SHA-256, independent of any file layout: over the tensors
+ * sorted by name (byte order), each as its name, NUL, its dtype name
+ * ("f32"), NUL, its shape as decimal numbers joined by ",", NUL, then its
+ * elements row-major in host (little-endian) byte order.  In NumPy:
+ *   for k in sorted(sd): h.update(f"{k}\0f32\0{','.join(map(str, sd[k].shape))}\0".encode()
+ *                                 + sd[k].astype("<f4").tobytes())
+ * Tensors must be contiguous and names unique (errors name the tensor). */
+rt_status rt_params_sha256(rt_ctx *ctx, int n, const char *const *names,
+                           const rt_tensor *const *ts, char out[65]);
 
 /* =============================================================== datasets */
 

@@ -139,3 +139,53 @@ rt_status rt_sha256_file(rt_ctx *ctx, const char *path, char out[65])
     sha_hex(&s, out);
     return RT_STATUS_OK;
 }
+
+/* Sorts indices by name (insertion sort: a model has few parameters). */
+static void sort_by_name(int *idx, int n, const char *const *names)
+{
+    for (int i = 1; i < n; i++) {
+        int v = idx[i], j = i;
+        for (; j > 0 && strcmp(names[idx[j - 1]], names[v]) > 0; j--) idx[j] = idx[j - 1];
+        idx[j] = v;
+    }
+}
+
+rt_status rt_params_sha256(rt_ctx *ctx, int n, const char *const *names, const rt_tensor *const *ts, char out[65])
+{
+    out[0] = 0;
+    int *idx = malloc(sizeof *idx * (size_t)(n > 0 ? n : 1));
+    if (!idx) return rt_error(ctx, RT_STATUS_ERR_NOMEM, "weights sha256: out of memory");
+    for (int i = 0; i < n; i++) idx[i] = i;
+    sort_by_name(idx, n, names);
+    for (int i = 0; i < n; i++) {
+        char b[64];
+        if (!rt_is_contiguous(ts[idx[i]])) {
+            rt_status st = rt_error(ctx, RT_STATUS_ERR_SHAPE, "weights sha256: tensor '%s' %s is not contiguous",
+                                    names[idx[i]], rt_tensor_shape_str(ts[idx[i]], b, sizeof b));
+            free(idx);
+            return st;
+        }
+        if (i > 0 && !strcmp(names[idx[i - 1]], names[idx[i]])) {
+            rt_status st = rt_error(ctx, RT_STATUS_ERR_ARG, "weights sha256: the name '%s' appears twice", names[idx[i]]);
+            free(idx);
+            return st;
+        }
+    }
+    sha256 s;
+    sha_init(&s);
+    for (int i = 0; i < n; i++) {
+        const rt_tensor *t = ts[idx[i]];
+        char head[64];
+        sha_update(&s, names[idx[i]], strlen(names[idx[i]]) + 1);
+        sha_update(&s, rt_dtype_name(t->dtype), strlen(rt_dtype_name(t->dtype)) + 1);
+        for (int d = 0; d < t->ndim; d++) {
+            int len = snprintf(head, sizeof head, "%s%lld", d ? "," : "", (long long)t->shape[d]);
+            sha_update(&s, head, (size_t)len);
+        }
+        sha_update(&s, "", 1);
+        sha_update(&s, t->data, (size_t)rt_numel(t) * rt_dtype_size(t->dtype));
+    }
+    free(idx);
+    sha_hex(&s, out);
+    return RT_STATUS_OK;
+}

@@ -58,8 +58,10 @@ typedef struct lua_loss {
     int dirty;     /* values changed since they were copied into opts */
     lua_State *T;  /* the callbacks' thread (anchored by thread_ref) */
     int thread_ref, fwd_ref, bwd_ref, ctx_ref, opts_ref;
-    char *strings[2 + 3 * MAX_OPTIONS]; /* owned: name, summary, option texts */
+    char *strings[4 + 3 * MAX_OPTIONS]; /* owned: name, summary, sources, option texts */
     int nstrings;
+    const char *source[2]; /* forward's and backward's "@file.lua", or short_src for no file; in strings */
+    int line[2];           /* where each function is defined */
 } lua_loss;
 
 /* Drops the registry references.  The thread's is taken first and dropped
@@ -372,6 +374,14 @@ static int l_lua_loss(lua_State *L)
     l->desc.destroy = destroy;
     l->desc.options = l->options;
     int oom = !l->desc.name || !l->desc.summary;
+    for (int k = 0; k < 2; k++) { /* the provenance: where forward and backward come from */
+        lua_Debug ar;
+        lua_pushvalue(L, 4 + k);
+        lua_getinfo(L, ">S", &ar);
+        l->source[k] = own(l, ar.source[0] == '@' ? ar.source : ar.short_src); /* not a whole string chunk */
+        l->line[k] = ar.linedefined;
+        oom |= !l->source[k];
+    }
     for (int k = 0; k < nopt; k++) {
         rt_option *o = &l->options[k];
         o->name = own(l, os[k].name);
@@ -422,6 +432,35 @@ static int l_lua_loss(lua_State *L)
     lua_pushvalue(L, 5);
     l->bwd_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_settop(L, ud);
+    return 1;
+}
+
+/* rt.lua_loss_source(loss) -> { forward = {file =, line =, chunk =},
+ * backward = {...} } for a loss made by rt.lua_loss, nil for any other:
+ * file is the path as Lua loaded it (nil for a chunk that is not a file). */
+static int l_lua_loss_source(lua_State *L)
+{
+    linst *u = rtL_checkinst(L, 1, MT_LOSS);
+    const rt_plugin_desc *d = rt_instance_desc(u->i);
+    if (d->create != create) {
+        lua_pushnil(L);
+        return 1;
+    }
+    const lua_loss *l = (const lua_loss *)d; /* desc is the block's first member */
+    lua_createtable(L, 0, 2);
+    for (int k = 0; k < 2; k++) {
+        const char *src = l->source[k];
+        lua_createtable(L, 0, 3);
+        if (src[0] == '@') {
+            lua_pushstring(L, src + 1);
+            lua_setfield(L, -2, "file");
+        }
+        lua_pushstring(L, src);
+        lua_setfield(L, -2, "chunk");
+        lua_pushinteger(L, l->line[k]);
+        lua_setfield(L, -2, "line");
+        lua_setfield(L, -2, k ? "backward" : "forward");
+    }
     return 1;
 }
 
@@ -508,6 +547,7 @@ static int l_gradcheck(lua_State *L)
     return 1;
 }
 
-static const luaL_Reg functions[] = {{"lua_loss", l_lua_loss}, {"gradcheck", l_gradcheck}, {NULL, NULL}};
+static const luaL_Reg functions[] = {{"lua_loss", l_lua_loss}, {"gradcheck", l_gradcheck},
+                                     {"lua_loss_source", l_lua_loss_source}, {NULL, NULL}};
 
 void rtL_open_lua_loss(lua_State *L) { rtL_setfuncs(L, functions); }

@@ -1089,6 +1089,54 @@ static int o_lr(lua_State *L)
     return 1;
 }
 
+/* A float setting as the shortest decimal that reads back as the same
+ * float: 1e-3f is 0.001 in a manifest, not 0.0010000000474974513. */
+static void push_float(lua_State *L, float v)
+{
+    char b[32];
+    for (int digits = 6; digits <= 9; digits++) {
+        snprintf(b, sizeof b, "%.*g", digits, (double)v);
+        if (strtof(b, NULL) == v) break;
+    }
+    lua_pushnumber(L, strtod(b, NULL));
+}
+
+/* opt:config() -> { kind = "sgd" | "adam" | "adamw", lr, weight_decay,
+ *   betas = {b1, b2}, eps (Adam) | momentum, dampening, nesterov (SGD) }:
+ * every setting in force, defaults included (for the manifest). */
+static int o_config(lua_State *L)
+{
+    const rt_optim_cfg *c = rt_optim_config(check_optim(L, 1)->o);
+    int sgd = c->kind == RT_OPTIM_SGD;
+    lua_createtable(L, 0, 6);
+    lua_pushstring(L, sgd ? "sgd" : c->decoupled ? "adamw" : "adam");
+    lua_setfield(L, -2, "kind");
+    push_float(L, c->lr);
+    lua_setfield(L, -2, "lr");
+    push_float(L, c->weight_decay);
+    lua_setfield(L, -2, "weight_decay");
+    if (sgd) {
+        push_float(L, c->momentum);
+        lua_setfield(L, -2, "momentum");
+        push_float(L, c->dampening);
+        lua_setfield(L, -2, "dampening");
+        lua_pushboolean(L, c->nesterov);
+        lua_setfield(L, -2, "nesterov");
+    } else {
+        lua_createtable(L, 2, 0);
+        push_float(L, c->beta1);
+        lua_rawseti(L, -2, 1);
+        push_float(L, c->beta2);
+        lua_rawseti(L, -2, 2);
+        lua_setfield(L, -2, "betas");
+        push_float(L, c->eps);
+        lua_setfield(L, -2, "eps");
+        lua_pushstring(L, c->decoupled ? "decoupled (p -= lr * wd * p)" : "L2 in the gradient");
+        lua_setfield(L, -2, "weight_decay_mode");
+    }
+    return 1;
+}
+
 static int o_steps(lua_State *L)
 {
     lua_pushinteger(L, rt_optim_steps(check_optim(L, 1)->o));
@@ -1728,7 +1776,7 @@ static const luaL_Reg teacher_methods[] = {{"forward", te_forward}, {NULL, NULL}
 static const luaL_Reg loss_methods[] = {
     {"forward", lo_forward}, {"backward", lo_backward}, {"set", lo_set}, {"needs", lo_needs}, {NULL, NULL}};
 static const luaL_Reg optim_methods[] = {
-    {"step", o_step}, {"lr", o_lr}, {"steps", o_steps}, {"state", o_state}, {"restore", o_restore}, {NULL, NULL}};
+    {"step", o_step}, {"lr", o_lr}, {"config", o_config}, {"steps", o_steps}, {"state", o_state}, {"restore", o_restore}, {NULL, NULL}};
 static const luaL_Reg dataset_methods[] = {
     {"size", d_size}, {"x", d_x}, {"y", d_y}, {"gather", d_gather}, {"batches", d_batches}, {NULL, NULL}};
 
@@ -1869,6 +1917,7 @@ int luaopen_retort(lua_State *L)
     rtL_open_tensor_ops(L);
     rtL_open_lua_loss(L);
     rtL_open_metrics(L);
+    rtL_open_provenance(L);
 
     /* Run the Lua library: each chunk receives the module table. */
     for (const struct rtL_chunk *c = rtL_lua_chunks; c->name; c++) {

@@ -11,8 +11,14 @@
  *   arch         ""     student plugin name (e.g. "mlp")
  *   options      {}     that plugin's options
  *   random_init  false  allow no checkpoint: the architecture's own
- *                       initialisation (tests; the Lua layer uses it to
- *                       copy a live student's weights in)
+ *                       initialisation (tests)
+ *   student      ""     a live student's weights, copied in by the host
+ *                       right after create: in Lua, rt.teacher(net) or
+ *                       rt.teacher("model", {student = net}) sets arch,
+ *                       options and this option, the sha256 of those
+ *                       weights (rt_params_sha256), which the manifest
+ *                       records.  Needs arch; excludes checkpoint and
+ *                       random_init.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +38,9 @@ static const rt_option options[] = {
     {"arch", RT_OPT_STRING, "\"\"", 1, 0, NULL, "student plugin name; empty: from the checkpoint's metadata"},
     {"options", RT_OPT_OBJECT, "{}", 1, 0, NULL, "the architecture's options"},
     {"random_init", RT_OPT_BOOL, "false", 1, 0, NULL, "allow no checkpoint (untrained weights)"},
+    {"student", RT_OPT_STRING, "\"\"", 1, 0, NULL,
+     "a live student (Lua: rt.teacher(net) or {student = net}): its architecture and a copy of its weights; "
+     "recorded as the sha256 of those weights"},
     {NULL, 0, NULL, 0, 0, NULL, NULL},
 };
 
@@ -48,9 +57,20 @@ static rt_status create(rt_ctx *ctx, const rt_opts *o, void **self)
     const char *ck = api->opt_string(o, "checkpoint");
     const char *arch = api->opt_string(o, "arch");
     const char *aopts = api->opt_json(o, "options");
+    const char *student = api->opt_string(o, "student");
     char arch_buf[128], opts_buf[8192];
-    if (!*ck && !api->opt_bool(o, "random_init"))
+    if (*student) {
+        size_t n = strspn(student, "0123456789abcdef");
+        if (n != 64 || student[n])
+            return api->error(ctx, RT_STATUS_ERR_ARG,
+                              "option 'student' is the sha256 of the weights (64 lower-case hex digits) the host "
+                              "copies in; from Lua, pass the student itself: rt.teacher(net)");
+        if (*ck || api->opt_bool(o, "random_init"))
+            return api->error(ctx, RT_STATUS_ERR_ARG, "'student' excludes 'checkpoint' and 'random_init'");
+        if (!*arch) return api->error(ctx, RT_STATUS_ERR_ARG, "'student' needs the student's arch");
+    } else if (!*ck && !api->opt_bool(o, "random_init")) {
         return api->error(ctx, RT_STATUS_ERR_ARG, "needs a checkpoint (or random_init = true)");
+    }
     if (!*arch) {
         if (!*ck) return api->error(ctx, RT_STATUS_ERR_ARG, "needs an arch when there is no checkpoint");
         if (api->checkpoint_meta(ctx, ck, "retort.plugin", arch_buf, sizeof arch_buf) ||

@@ -32,9 +32,16 @@ local function describe(path, meta, depth)
     if d then print(("%s  data     %s"):format(ind, (d:gsub("\n", "\n" .. ind)))) end
     if p.seed then print(("%s  seed     %s"):format(ind, tostring(p.seed))) end
   end
+  -- weights: the teacher's own (rt.weights_sha256), whether or not a file holds them
+  local w, run = meta["teacher.weights_sha256"], meta["teacher.run"]
+  local weights = w and ("%s  weights  sha256 %s%s"):format(ind, w, run and (", trained in run " .. run) or "")
   if meta["teacher.sha256"] then
     print(("%s  teacher  %s sha256 %s"):format(ind, tostring(meta["teacher.checkpoint"]), meta["teacher.sha256"]))
+    if weights then print(weights) end
     return meta["teacher.checkpoint"], meta["teacher.sha256"]
+  elseif w then
+    print(("%s  teacher  a live model, not saved to a file"):format(ind))
+    print(weights)
   elseif depth == 0 or meta.provenance then
     print(("%s  teacher  none (trained on labels)"):format(ind))
   end

@@ -38,7 +38,7 @@ local function plugin_info(obj)
   for _, p in ipairs(rt.plugins()) do
     if p.kind == kind and p.name == name then r.abi = p.abi break end
   end
-  return r
+  return rt.plugin_file_info(obj, r) -- provenance.lua: file, file_sha256
 end
 
 -- A dataset's provenance: name, declared licence, origin, size, class
@@ -70,7 +70,7 @@ function rt.model_provenance(m)
     r.checkpoint = ck
     r.sha256 = util.call(rt.sha256_file, ck)
   end
-  return r
+  return rt.teacher_lineage(m, r) -- provenance.lua: weights sha256, source, run
 end
 
 -- The recipe that runs: the command sets the global `arg`, arg[0] the
@@ -84,7 +84,8 @@ local function recipe_provenance()
 end
 
 -- rt.provenance{ student, teacher, eval_teacher, data, val, eval, terms,
---                seed, name } -> the manifest's provenance part (a table).
+--                seed, name, optimizer, schedule, epochs, steps_per_epoch }
+-- -> the manifest's provenance part (a table).
 function rt.provenance(o)
   local losses = {}
   for _, t in ipairs(o.terms or {}) do
@@ -111,7 +112,7 @@ function rt.provenance(o)
     data = { train = rt.data_provenance(o.data), val = rt.data_provenance(o.val), eval = rt.data_provenance(o.eval) },
   }
   if o.eval_teacher and o.eval_teacher ~= o.teacher then p.eval_teacher = rt.model_provenance(o.eval_teacher) end
-  return p
+  return rt.provenance_training(p, o) -- provenance.lua: optimizer, schedules
 end
 
 -- Checkpoint metadata (a flat string map) carrying the provenance: the
@@ -126,6 +127,8 @@ function rt.provenance_meta(p)
     m["teacher.sha256"] = p.teacher.sha256
     m["teacher.checkpoint"] = p.teacher.checkpoint
   end
+  if p.teacher and p.teacher.weights_sha256 then m["teacher.weights_sha256"] = p.teacher.weights_sha256 end
+  if p.teacher and p.teacher.run then m["teacher.run"] = p.teacher.run.dir end
   if p.recipe and p.recipe.sha256 then m["recipe.sha256"] = p.recipe.sha256 end
   local d = p.data and p.data.train
   if d then

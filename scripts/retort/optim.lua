@@ -28,3 +28,31 @@ function rt.schedule.constant(o) return make("constant", o, { lr = 1, warmup = 1
 function rt.schedule.step(o) return make("step", o, { lr = 1, step_size = 1, gamma = 1, warmup = 1 }) end
 function rt.schedule.cosine(o) return make("cosine", o, { lr = 1, min_lr = 1, warmup = 1, total = 1 }) end
 function rt.schedule.is(x) return getmetatable(x) == Schedule end
+
+-- sched:describe() -> one line for the manifest, e.g. "cosine from lr
+-- 0.001 down to min_lr 0, reached at step 4690" (settings as
+-- rt.schedule_lr reads them, defaults included).
+-- rt.schedule.f32_text(v): the shortest decimal that is the same f32 as v
+-- (the core computes learning rates in f32: 0.0015, not 0.001500000013).
+local function g(v)
+  for digits = 6, 17 do
+    local t = ("%." .. digits .. "g"):format(v)
+    if string.pack("f", tonumber(t)) == string.pack("f", v) then return t end
+  end
+  return tostring(v)
+end
+rt.schedule.f32_text = g
+function Schedule:describe()
+  local lr, warmup = self.lr or 1e-3, self.warmup or 0
+  local d
+  if self.kind == "step" then
+    d = ("lr %s times %s every %s steps"):format(g(lr), g(self.gamma or 0.1), g(self.step_size or 1))
+  elseif self.kind == "cosine" then
+    d = ("cosine from lr %s down to min_lr %s, reached at step %s"):format(g(lr), g(self.min_lr or 0),
+      g(self.total or 1))
+  else
+    d = ("constant lr %s"):format(g(lr))
+  end
+  if warmup > 0 then d = ("linear warm-up over %s steps, then %s"):format(g(warmup), d) end
+  return d
+end

@@ -13,6 +13,38 @@ local rt = ...
 local util = rt.util
 rt.schedule = rt.schedule or {}
 
+-- What each schedule function built here is, for the manifest: function
+-- -> { kind, description, and its settings } (weak keys: it goes with the
+-- function).  rt.schedule.describe reads it.
+rt.schedule.info = setmetatable({}, { __mode = "k" })
+
+-- A number as the shortest text that reads back as the same number.
+local function g(v)
+  local t = ("%.15g"):format(v)
+  if tonumber(t) ~= v then t = ("%.17g"):format(v) end
+  return t
+end
+
+-- rt.schedule.describe(value, epochs, steps) -> value itself when it is a
+-- number; for a function of (epoch, step): { description, start, ["end"],
+-- kind and settings when built here }, where start is its value at
+-- (0, 0) and end at the run's last step (epochs - 1, steps - 1).  A
+-- function not built here is described by where it is defined.
+function rt.schedule.describe(f, epochs, steps)
+  if type(f) ~= "function" then return f end
+  local d = {}
+  for k, v in pairs(rt.schedule.info[f] or {}) do d[k] = v end
+  if not d.description then
+    local i = debug.getinfo(f, "S")
+    d.kind, d.description = "function", ("a Lua function (%s:%d)"):format(i.short_src, i.linedefined)
+  end
+  local ok, v = pcall(f, 0, 0)
+  if ok then d.start = v end
+  ok, v = pcall(f, math.max(epochs - 1, 0), math.max(steps - 1, 0))
+  if ok then d["end"] = v end
+  return d
+end
+
 local function number(o, k, what, default)
   local v = o[k]
   if v == nil then v = default end
@@ -33,11 +65,16 @@ function rt.schedule.linear_warmup(o)
   local by_steps = o.steps ~= nil
   local len = number(o, by_steps and "steps" or "epochs", what)
   if len <= 0 then error(what .. ": the warm-up length must be > 0", 2) end
-  return function(epoch, step)
+  local f = function(epoch, step)
     local t = (by_steps and step or epoch) / len
     if t >= 1 then return to end
     return from + (to - from) * t
   end
+  local unit = (by_steps and "step" or "epoch") .. (len == 1 and "" or "s")
+  rt.schedule.info[f] = { kind = "linear_warmup", from = from, to = to, [by_steps and "steps" or "epochs"] = len,
+                          description = ("linear from %s to %s over %s %s, then %s"):format(g(from), g(to), g(len), unit,
+                            g(to)) }
+  return f
 end
 
 -- rt.schedule.steps{ values = {v1, v2, ...}, every = n [, unit = "epoch" | "step"] }
@@ -56,8 +93,14 @@ function rt.schedule.steps(o)
   local unit = o.unit or "epoch"
   if unit ~= "epoch" and unit ~= "step" then error(what .. ": 'unit' is \"epoch\" or \"step\"", 2) end
   local values = { table.unpack(o.values) }
-  return function(epoch, step)
+  local f = function(epoch, step)
     local i = math.floor((unit == "epoch" and epoch or step) / every) + 1
     return values[math.min(i, #values)]
   end
+  local shown = {}
+  for i, v in ipairs(values) do shown[i] = g(v) end
+  rt.schedule.info[f] = { kind = "steps", values = { table.unpack(values) }, every = every, unit = unit,
+                          description = ("%s: the next value every %s %s%s, the last kept"):format(
+                            table.concat(shown, ", "), g(every), unit, every == 1 and "" or "s") }
+  return f
 end

@@ -337,7 +337,9 @@ function rt.distill(cfg)
     -- rewritten at the end with the times, the result and the best epoch.
     manifest = rt.provenance{ student = student, teacher = teacher, eval_teacher = eval_teacher, data = data,
                               val = cfg.val, eval = cfg.eval, terms = terms, seed = seed,
-                              name = cfg.name or (teacher and "distill" or "fit") }
+                              name = cfg.name or (teacher and "distill" or "fit"),
+                              optimizer = opt, schedule = schedule, epochs = epochs,
+                              steps_per_epoch = steps_per_epoch }
     prov_meta = rt.provenance_meta(manifest)
     manifest.started, manifest.status, manifest.epochs, manifest.batch = rt.utc_now(), "running", epochs, bs
     manifest.resumed_at_epoch = start_epoch > 0 and start_epoch or nil
@@ -525,6 +527,9 @@ function rt.distill(cfg)
     manifest.result = history[#history] and history[#history].test
     manifest.val_result = history[#history] and history[#history].val
     manifest.epoch_seconds = epochs_run > 0 and train_seconds / epochs_run or nil
+    -- the final weights' sha256: rt.teacher(student) links back to this run
+    manifest.weights_sha256 = rt.weights_sha256(student)
+    rt.note_run(student, out, manifest.weights_sha256)
     rt.write_atomic(out .. "/manifest.json", rt.json_encode(manifest) .. "\n")
     -- the final model's full evaluation (confusion matrix, calibration bins)
     if last_eval then

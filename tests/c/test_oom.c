@@ -11,6 +11,7 @@
  * injection is off and the test says so.
  */
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -231,6 +232,31 @@ static rt_status validate_options(void *ud, char *msg, size_t len)
     return st;
 }
 
+/* loss set: the options JSON follows the value; a failed set leaves the
+ * JSON as it was. */
+static rt_status loss_set(void *ud, char *msg, size_t len)
+{
+    step_env *e = ud;
+    rt_ctx *ctx = rt_ctx_new();
+    if (!ctx) return snprintf(msg, len, "no ctx"), RT_STATUS_ERR_NOMEM;
+    rt_instance *kd = NULL;
+    rt_status st = rt_instance_create(e->reg, ctx, RT_KIND_LOSS, "kd", "{\"temperature\":2}", &kd);
+    snprintf(msg, len, "%s", rt_ctx_message(ctx));
+    if (!st) {
+        st = rt_loss_set(kd, ctx, "temperature", 3);
+        snprintf(msg, len, "%s", rt_ctx_message(ctx));
+        const char *want = st ? "\"temperature\":2" : "\"temperature\":3", *o = rt_instance_options(kd);
+        if (!strstr(o, want)) {
+            snprintf(msg, len, "options %s after set (status %d), want %s", o, st, want);
+            st = RT_STATUS_ERR_STATE;
+            CHECK(!"options JSON and set disagree");
+        }
+    }
+    rt_instance_release(kd);
+    rt_ctx_free(ctx);
+    return st;
+}
+
 /* ---------------------------------------------------------------- tests */
 
 static void readers_and_writer(void)
@@ -272,8 +298,9 @@ static void a_training_step(void)
     if (INJECT) {
         int n = sweep("options", validate_options, &e);
         int m = sweep("training step", train_step, &e);
-        printf("failure points exercised: options %d, training step %d\n", n, m);
-        CHECK(n > 3 && m > 10);
+        int k = sweep("loss set", loss_set, &e);
+        printf("failure points exercised: options %d, training step %d, loss set %d\n", n, m, k);
+        CHECK(n > 3 && m > 10 && k > 3);
     } else {
         char msg[256];
         CHECK(train_step(&e, msg, sizeof msg) == RT_STATUS_OK);
