@@ -20,6 +20,7 @@
 
 #include <cJSON.h>
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,6 +82,17 @@ ltensor *rtL_newtensor(lua_State *L)
     u->t = NULL;
     luaL_setmetatable(L, MT_TENSOR);
     return u;
+}
+
+/* Bills the bytes of t's data, which this binding just allocated for a
+ * Tensor userdata, to the Lua collector as if Lua had allocated them: the
+ * userdata itself is a few bytes, so without this a loop of tensor math
+ * makes gigabytes of garbage before the collector thinks it has any work.
+ * A collector stopped by collectgarbage("stop") stays stopped. */
+void rtL_account(lua_State *L, const rt_tensor *t)
+{
+    size_t kb = t ? rt_tensor_nbytes(t) / 1024 : 0;
+    if (kb > 0 && lua_gc(L, LUA_GCISRUNNING)) lua_gc(L, LUA_GCSTEP, kb > INT_MAX ? INT_MAX : (int)kb);
 }
 
 /* Pushes t retaining it (the callee keeps its own reference). */
@@ -172,6 +184,7 @@ static int l_tensor(lua_State *L)
     int nd = nested_shape(L, 1, shape, 0);
     ltensor *u = rtL_newtensor(L);
     if (!(u->t = rt_tensor_new(S(L)->ctx, dt, nd, shape))) return rtL_fail(L);
+    rtL_account(L, u->t);
     int64_t flat = 0;
     nested_fill(L, 1, u->t, 0, &flat);
     return 1;
@@ -185,6 +198,7 @@ static int l_zeros(lua_State *L)
     rt_dtype dt = rtL_checkdtype(L, 2, "f32");
     ltensor *u = rtL_newtensor(L);
     if (!(u->t = rt_tensor_new(S(L)->ctx, dt, nd, shape))) return rtL_fail(L);
+    rtL_account(L, u->t);
     return 1;
 }
 
@@ -196,6 +210,7 @@ static int l_full(lua_State *L)
     rt_dtype dt = rtL_checkdtype(L, 3, "f32");
     ltensor *u = rtL_newtensor(L);
     if (!(u->t = rt_tensor_new(S(L)->ctx, dt, nd, shape))) return rtL_fail(L);
+    rtL_account(L, u->t);
     rt_tensor_fill(u->t, v);
     return 1;
 }
@@ -327,6 +342,7 @@ static int t_clone(lua_State *L)
     rt_tensor *t = rtL_checktensor(L, 1);
     ltensor *u = rtL_newtensor(L);
     if (!(u->t = rt_tensor_clone(S(L)->ctx, t))) return rtL_fail(L);
+    rtL_account(L, u->t);
     return 1;
 }
 
@@ -393,6 +409,7 @@ static int t_argmax(lua_State *L)
         luaL_argerror(L, 1, "argmax needs a contiguous f32 [N, C] tensor");
     ltensor *u = rtL_newtensor(L);
     if (!(u->t = rt_tensor_new(S(L)->ctx, RT_DTYPE_I32, 1, t->shape))) return rtL_fail(L);
+    rtL_account(L, u->t);
     rt_argmax(rt_f32(t), t->shape[0], t->shape[1], rt_i32(u->t));
     return 1;
 }

@@ -49,6 +49,9 @@ int rtL_fail(lua_State *L);
 
 /* Pushes an empty Tensor userdata for the caller to fill (->t). */
 ltensor *rtL_newtensor(lua_State *L);
+/* Bills t's data bytes to the Lua collector (a GC step of that size);
+ * call it once the binding has allocated a tensor for a new userdata. */
+void rtL_account(lua_State *L, const rt_tensor *t);
 /* Pushes t as a Tensor, retaining it; NULL pushes nil. */
 void rtL_pushborrowed(lua_State *L, rt_tensor *t);
 rt_tensor *rtL_checktensor(lua_State *L, int i);
