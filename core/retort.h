@@ -416,6 +416,12 @@ rt_status rt_loss_set(rt_instance *l, rt_ctx *ctx, const char *name,
                       double value);
 /* Parameters of a student or teacher (teacher: may be 0).  Borrowed. */
 int rt_instance_params(rt_instance *i, rt_param *out, int max);
+/* How many parameters rt_instance_params would list. */
+int rt_instance_param_count(rt_instance *i);
+/* All the parameters in a malloc'd array the caller frees; *n gets the
+ * count.  NULL (and an error) on OOM or if the plugin's count changes
+ * between two calls. */
+rt_param *rt_instance_params_all(rt_instance *i, rt_ctx *ctx, int *n);
 int64_t rt_instance_flops(rt_instance *i); /* -1 if not reported */
 rt_tensor *rt_instance_feature(rt_instance *i, const char *name);
 

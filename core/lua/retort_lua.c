@@ -691,15 +691,25 @@ static int i_options_json(lua_State *L)
     return 1;
 }
 
-#define MAX_PARAMS 1024
+/* Pushes a GC-owned array of all of i's parameters (no fixed limit) and
+ * returns it; *n gets the count. */
+static rt_param *push_params(lua_State *L, rt_instance *i, int *n)
+{
+    *n = rt_instance_param_count(i);
+    rt_param *p = lua_newuserdatauv(L, sizeof(rt_param) * (size_t)(*n > 0 ? *n : 1), 0);
+    int again = rt_instance_params(i, p, *n);
+    if (again != *n)
+        luaL_error(L, "%s '%s': reported %d parameters, then %d", rt_kind_name(rt_instance_desc(i)->kind),
+                   rt_instance_desc(i)->name, *n, again);
+    return p;
+}
 
 /* obj:parameters() -> { {name=, value=, grad=}, ... } in order */
 static int i_parameters(lua_State *L)
 {
     linst *u = rtL_checkany(L, 1);
-    rt_param *p = lua_newuserdatauv(L, sizeof(rt_param) * MAX_PARAMS, 0); /* GC-owned scratch */
-    int n = rt_instance_params(u->i, p, MAX_PARAMS);
-    if (n > MAX_PARAMS) n = MAX_PARAMS;
+    int n;
+    rt_param *p = push_params(L, u->i, &n);
     lua_createtable(L, n, 0);
     for (int k = 0; k < n; k++) {
         lua_createtable(L, 0, 3);
@@ -720,10 +730,10 @@ static int i_parameters(lua_State *L)
 static int i_param_count(lua_State *L)
 {
     linst *u = rtL_checkany(L, 1);
-    rt_param *p = lua_newuserdatauv(L, sizeof(rt_param) * MAX_PARAMS, 0);
-    int n = rt_instance_params(u->i, p, MAX_PARAMS);
+    int n;
+    rt_param *p = push_params(L, u->i, &n);
     int64_t total = 0, bytes = 0;
-    for (int k = 0; k < n && k < MAX_PARAMS; k++) {
+    for (int k = 0; k < n; k++) {
         total += rt_numel(p[k].value);
         bytes += (int64_t)rt_tensor_nbytes(p[k].value);
     }
@@ -935,10 +945,10 @@ static int lo_needs(lua_State *L)
 static int l_copy_parameters(lua_State *L)
 {
     linst *d = rtL_checkany(L, 1), *s = rtL_checkany(L, 2);
-    rt_param *pd = lua_newuserdatauv(L, sizeof(rt_param) * MAX_PARAMS * 2, 0), *ps = pd + MAX_PARAMS;
-    int nd = rt_instance_params(d->i, pd, MAX_PARAMS), ns = rt_instance_params(s->i, ps, MAX_PARAMS);
+    int nd, ns;
+    rt_param *pd = push_params(L, d->i, &nd), *ps = push_params(L, s->i, &ns);
     if (nd != ns) luaL_error(L, "copy_parameters: %d parameters vs %d", nd, ns);
-    for (int k = 0; k < nd && k < MAX_PARAMS; k++) {
+    for (int k = 0; k < nd; k++) {
         if (strcmp(pd[k].name, ps[k].name)) luaL_error(L, "copy_parameters: '%s' vs '%s'", pd[k].name, ps[k].name);
         if (rt_tensor_copy(S(L)->ctx, pd[k].value, ps[k].value)) return rtL_fail(L);
     }
@@ -1092,9 +1102,8 @@ static int o_step(lua_State *L)
     loptim *u = check_optim(L, 1);
     linst *s = rtL_checkinst(L, 2, MT_STUDENT);
     float lr = (float)luaL_optnumber(L, 3, rt_optim_config(u->o)->lr);
-    rt_param *p = lua_newuserdatauv(L, sizeof(rt_param) * MAX_PARAMS, 0);
-    int n = rt_instance_params(s->i, p, MAX_PARAMS);
-    if (n > MAX_PARAMS) luaL_error(L, "more than %d parameters", MAX_PARAMS);
+    int n;
+    rt_param *p = push_params(L, s->i, &n);
     if (rt_optim_step(u->o, S(L)->ctx, p, n, lr)) return rtL_fail(L);
     rt_student_zero_grad(s->i);
     return 0;
@@ -1153,8 +1162,8 @@ static int o_restore(lua_State *L)
     linst *s = rtL_checkinst(L, 2, MT_STUDENT);
     luaL_checktype(L, 3, LUA_TTABLE);
     lua_Integer steps = luaL_checkinteger(L, 4);
-    rt_param *p = lua_newuserdatauv(L, sizeof(rt_param) * MAX_PARAMS, 0);
-    int n = rt_instance_params(s->i, p, MAX_PARAMS);
+    int n;
+    rt_param *p = push_params(L, s->i, &n);
     lookup_ud ud = {L, 3};
     if (rt_optim_restore(u->o, S(L)->ctx, p, n, steps, lookup_tensor, &ud)) return rtL_fail(L);
     return 0;
