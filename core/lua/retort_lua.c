@@ -95,6 +95,28 @@ void rtL_account(lua_State *L, const rt_tensor *t)
     if (kb > 0 && lua_gc(L, LUA_GCISRUNNING)) lua_gc(L, LUA_GCSTEP, kb > INT_MAX ? INT_MAX : (int)kb);
 }
 
+/* The registry, with the built-in folder and RETORT_PLUGIN_PATH loaded on
+ * the first call.  A plugin file that fails to load registers nothing; the
+ * others load.  That is said once, on stderr, and the reason is kept in
+ * rt.plugin_load_error.  Call it before acquiring C resources (it may
+ * raise on OOM). */
+rt_registry *rtL_registry(lua_State *L)
+{
+    rtL_state *s = S(L);
+    if (s->plugins_loaded) return s->reg;
+    s->plugins_loaded = 1;
+    if (rt_registry_load_default(s->reg, s->ctx)) {
+        fprintf(stderr, "retort: warning: %s\n", rt_ctx_message(s->ctx));
+        if (lua_getiuservalue(L, lua_upvalueindex(1), 1) == LUA_TTABLE) {
+            lua_pushstring(L, rt_ctx_message(s->ctx));
+            lua_setfield(L, -2, "plugin_load_error");
+        }
+        lua_pop(L, 1);
+    }
+    rt_ctx_clear(s->ctx);
+    return s->reg;
+}
+
 /* Pushes t retaining it (the callee keeps its own reference). */
 void rtL_pushborrowed(lua_State *L, rt_tensor *t)
 {
@@ -647,6 +669,7 @@ linst *rtL_checkany(lua_State *L, int i)
 
 static int make_instance(lua_State *L, rt_kind kind)
 {
+    rtL_registry(L);
     const char *name = luaL_checkstring(L, 1);
     if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
     const char *json = rtL_tojson(L, 2);
@@ -959,7 +982,7 @@ static int l_copy_parameters(lua_State *L)
 
 static int l_plugins(lua_State *L)
 {
-    rt_registry *r = S(L)->reg;
+    rt_registry *r = rtL_registry(L);
     int n = rt_registry_count(r);
     lua_createtable(L, n, 0);
     for (int k = 0; k < n; k++) {
@@ -993,7 +1016,7 @@ static int l_plugin_help(lua_State *L)
 {
     rt_kind k = (rt_kind)kind_from_string(L, 1);
     const char *name = luaL_checkstring(L, 2);
-    const rt_plugin_desc *d = rt_registry_find(S(L)->reg, S(L)->ctx, k, name);
+    const rt_plugin_desc *d = rt_registry_find(rtL_registry(L), S(L)->ctx, k, name);
     if (!d) return rtL_fail(L);
     char *text = NULL;
     size_t len = 0;
@@ -1008,7 +1031,8 @@ static int l_plugin_help(lua_State *L)
 
 static int l_load_plugin(lua_State *L)
 {
-    if (rt_registry_load(S(L)->reg, S(L)->ctx, luaL_checkstring(L, 1))) return rtL_fail(L);
+    const char *path = luaL_checkstring(L, 1);
+    if (rt_registry_load(rtL_registry(L), S(L)->ctx, path)) return rtL_fail(L);
     return 0;
 }
 
@@ -1814,9 +1838,10 @@ extern const struct rtL_chunk {
 int luaopen_retort(lua_State *L)
 {
     luaL_checkversion(L);
-    rtL_state *s = lua_newuserdatauv(L, sizeof *s, 0);
+    rtL_state *s = lua_newuserdatauv(L, sizeof *s, 1); /* user value: the module table */
     s->ctx = NULL;
     s->reg = NULL;
+    s->plugins_loaded = 0;
     luaL_newmetatable(L, MT_STATE);
     lua_pushcfunction(L, state_gc);
     lua_setfield(L, -2, "__gc");
@@ -1828,16 +1853,8 @@ int luaopen_retort(lua_State *L)
     /* Keep the state alive as long as the Lua state. */
     lua_pushvalue(L, -1);
     lua_setfield(L, LUA_REGISTRYINDEX, MT_STATE);
-    /* A plugin file that fails to load registers nothing; the others load.
-     * Say so once, on stderr, and keep the reason in rt.plugin_load_error. */
-    if (rt_registry_load_default(s->reg, s->ctx)) {
-        lua_pushstring(L, rt_ctx_message(s->ctx));
-        fprintf(stderr, "retort: warning: %s\n", rt_ctx_message(s->ctx));
-    } else {
-        lua_pushnil(L);
-    }
-    rt_ctx_clear(s->ctx);
-    lua_insert(L, -2); /* stack: load_error, state */
+    /* The plugins load on first use (rtL_registry), not here: commands
+     * that need none (info, report, compare, --help) run no plugin code. */
 
     new_class(L, MT_TENSOR, tensor_methods, NULL, t_gc);
     luaL_getmetatable(L, MT_TENSOR);
@@ -1868,8 +1885,8 @@ int luaopen_retort(lua_State *L)
     lua_setfield(L, -2, "version");
     lua_pushfstring(L, "%d.%d", RT_ABI_MAJOR, RT_ABI_MINOR);
     lua_setfield(L, -2, "abi");
-    lua_pushvalue(L, -3);
-    lua_setfield(L, -2, "plugin_load_error"); /* nil, or why a plugin failed */
+    lua_pushvalue(L, -1);
+    lua_setiuservalue(L, -3, 1); /* the state's user value: where rtL_registry sets plugin_load_error */
 
     /* The binding's other files add their functions and methods. */
     rtL_open_tensor_ops(L);

@@ -28,7 +28,8 @@
 
 typedef struct rtL_state {
     rt_ctx *ctx;
-    rt_registry *reg;
+    rt_registry *reg;   /* use rtL_registry(L): plugins load on first use */
+    int plugins_loaded; /* the default folders were loaded into reg */
 } rtL_state;
 
 /* A Tensor userdata: one reference to t (NULL once closed). */
@@ -44,6 +45,9 @@ typedef struct linst {
 } linst;
 
 rtL_state *rtL_S(lua_State *L);
+/* The plugin registry; the first call loads the built-in folder and
+ * RETORT_PLUGIN_PATH (warning on stderr, rt.plugin_load_error). */
+rt_registry *rtL_registry(lua_State *L);
 /* Raises the context's message at the calling Lua line; never returns. */
 int rtL_fail(lua_State *L);
 
