@@ -948,6 +948,7 @@ static int lo_backward(lua_State *L)
 static int lo_set(lua_State *L)
 {
     linst *u = rtL_checkinst(L, 1, MT_LOSS);
+    if (lua_type(L, 3) != LUA_TNUMBER) return rtL_loss_set_value(L); /* booleans, strings */
     if (rt_loss_set(u->i, S(L)->ctx, luaL_checkstring(L, 2), luaL_checknumber(L, 3))) return rtL_fail(L);
     lua_settop(L, 1);
     return 1;

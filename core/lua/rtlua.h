@@ -79,6 +79,8 @@ void rtL_add_methods(lua_State *L, const char *mt, const luaL_Reg *l);
  * stack (each leaves the stack as it found it). */
 void rtL_open_tensor_ops(lua_State *L); /* tensor_ops.c: tensor math     */
 void rtL_open_lua_loss(lua_State *L);   /* lua_loss.c: losses in Lua      */
+/* lua_loss.c: loss:set(name, value) for a boolean or string value. */
+int rtL_loss_set_value(lua_State *L);
 void rtL_open_metrics(lua_State *L);    /* metrics_lua.c: evaluation      */
 
 #endif
