@@ -356,16 +356,22 @@ rt_registry *rt_registry_new(void);
 /* Frees the registry.  Libraries with live instances stay loaded until the
  * last instance is released. */
 void rt_registry_free(rt_registry *r);
-/* Loads one plugin file.  Stages: open -> entry -> init -> abi -> register.
- * A failure names the path, the stage and, for abi, both versions; a failed
- * file registers nothing and is closed. */
+/* Loads one plugin file.  Stages: permissions -> open -> entry -> init ->
+ * abi -> register.  A failure names the path, the stage and, for abi, both
+ * versions; a failed file registers nothing and is closed.  permissions
+ * refuses a file writable by group or others or owned by a user other than
+ * the caller and root, and one in a folder so writable (unless sticky) or
+ * so owned. */
 rt_status rt_registry_load(rt_registry *r, rt_ctx *ctx, const char *path);
 /* Loads every *.so in dir (sorted by name).  Stops at the first failure
- * unless keep_going; then *nfailed counts failures (message: the last). */
+ * unless keep_going; then *nfailed counts failures (message: the last).
+ * A dir writable by group or others, or owned by another user than the
+ * caller and root, is refused whole (stage permissions). */
 rt_status rt_registry_load_dir(rt_registry *r, rt_ctx *ctx, const char *dir,
                                int keep_going, int *nfailed);
 /* The built-in folder (beside libretort: <libdir>/retort/plugins), then
- * every folder in RETORT_PLUGIN_PATH (':'-separated). */
+ * every folder in RETORT_PLUGIN_PATH (':'-separated; an entry that is not
+ * an absolute path is refused and reported). */
 rt_status rt_registry_load_default(rt_registry *r, rt_ctx *ctx);
 const char *rt_builtin_plugin_dir(void); /* borrowed, static */
 int rt_registry_count(const rt_registry *r);
