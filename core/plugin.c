@@ -138,8 +138,7 @@ rt_status rt_check_desc(rt_ctx *ctx, const rt_plugin_desc *d)
 static rt_status trusted(rt_ctx *ctx, const char *what, const char *path, int allow_sticky)
 {
     struct stat st;
-    if (stat(path, &st))
-        return rt_error(ctx, RT_STATUS_ERR_PLUGIN, "%s %s: permissions: cannot stat it", what, path);
+    if (stat(path, &st)) return RT_STATUS_OK; /* nothing there: open (or opendir) says so */
     unsigned mode = (unsigned)st.st_mode & 07777;
     int others_write = (mode & (S_IWGRP | S_IWOTH)) && !(allow_sticky && (mode & S_ISVTX));
     if (others_write)
@@ -174,7 +173,11 @@ static rt_status trusted_file(rt_ctx *ctx, const char *path)
 rt_status rt_registry_load(rt_registry *r, rt_ctx *ctx, const char *path)
 {
     if (trusted_file(ctx, path)) return rt_ctx_status(ctx);
-    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    /* A name without '/' is a file here, as trusted_file took it, not a
+     * library for dlopen to look for on the system's search path. */
+    char local[PATH_MAX];
+    if (!strchr(path, '/')) snprintf(local, sizeof local, "./%s", path);
+    void *h = dlopen(strchr(path, '/') ? path : local, RTLD_NOW | RTLD_LOCAL);
     if (!h) {
         const char *e = dlerror();
         return rt_error(ctx, RT_STATUS_ERR_PLUGIN, "plugin %s: open: %s", path, e ? e : "dlopen failed");
