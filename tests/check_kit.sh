@@ -11,6 +11,7 @@
 #    on stderr; the installed retort.pc points at the installed headers;
 #    and `retort new loss` from the install works as printed for that user.
 # RETORT_TEST_BUILD (or BUILD) names the build folder; default "build".
+# KEEP=1 keeps the temporary folder (its logs) for a look after a failure.
 set -u
 build=${RETORT_TEST_BUILD:-${BUILD:-build}}
 cd "$(dirname "$0")/.."
@@ -24,7 +25,7 @@ fail() { # name, then files or text to show
     failed=$((failed + 1))
 }
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+trap '[ -n "${KEEP:-}" ] || rm -rf "$tmp"' EXIT
 chmod 755 "$tmp"
 clean_env=(env -i PATH=/usr/bin:/bin HOME="$tmp" LANG=C)
 
@@ -73,9 +74,14 @@ if [ "$(id -u)" = 0 ]; then
 else
     mkdir -p "$tmp/prefix" "$tmp/work"
 fi
+# From a copy of the tree with its build (timestamps kept, so nothing is
+# rebuilt): that user may not be able to read this checkout (/root/...).
 san=(); [ "$(basename "$B")" = build-san ] && san=(SAN=1)
-if "${run_as[@]}" env -u MAKEFLAGS -u MAKELEVEL -u MFLAGS make --no-print-directory -C "$root" install \
-        BUILD="$build" "${san[@]}" PREFIX="$tmp/prefix" >"$tmp/install.out" 2>"$tmp/install.err"; then
+mkdir -p "$tmp/src"
+cp -a Makefile core plugins scripts examples "$tmp/src/"
+cp -a "$B" "$tmp/src/$(basename "$B")"
+if "${run_as[@]}" env -u MAKEFLAGS -u MAKELEVEL -u MFLAGS make --no-print-directory -C "$tmp/src" install \
+        BUILD="$(basename "$B")" "${san[@]}" PREFIX="$tmp/prefix" >"$tmp/install.out" 2>"$tmp/install.err"; then
     if grep -qi "ldconfig\|error" "$tmp/install.err"
     then fail "make install as $("${run_as[@]}" id -un): stderr mentions ldconfig or an error" "$tmp/install.err"
     else ok "make install PREFIX=<private> as $("${run_as[@]}" id -un): exit 0, no ldconfig error"; fi
