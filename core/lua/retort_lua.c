@@ -84,15 +84,22 @@ ltensor *rtL_newtensor(lua_State *L)
     return u;
 }
 
-/* Bills the bytes of t's data, which this binding just allocated for a
- * Tensor userdata, to the Lua collector as if Lua had allocated them: the
- * userdata itself is a few bytes, so without this a loop of tensor math
- * makes gigabytes of garbage before the collector thinks it has any work.
- * A collector stopped by collectgarbage("stop") stays stopped. */
+/* Bills the bytes of t (its data and header), which this binding just
+ * allocated for a Tensor userdata, to the Lua collector as if Lua had
+ * allocated them: the userdata itself is a few bytes, so without this a
+ * loop of tensor math makes gigabytes of garbage before the collector
+ * thinks it has any work.  Bytes are billed by the whole kB (the unit of
+ * LUA_GCSTEP); the remainder waits for the next tensor.  A collector
+ * stopped by collectgarbage("stop") stays stopped. */
 void rtL_account(lua_State *L, const rt_tensor *t)
 {
-    size_t kb = t ? rt_tensor_nbytes(t) / 1024 : 0;
-    if (kb > 0 && lua_gc(L, LUA_GCISRUNNING)) lua_gc(L, LUA_GCSTEP, kb > INT_MAX ? INT_MAX : (int)kb);
+    rtL_state *s = S(L);
+    if (!t) return;
+    s->unbilled += rt_tensor_nbytes(t) + sizeof *t;
+    if (s->unbilled < 1024) return;
+    size_t kb = s->unbilled / 1024;
+    s->unbilled %= 1024;
+    if (lua_gc(L, LUA_GCISRUNNING)) lua_gc(L, LUA_GCSTEP, kb > INT_MAX ? INT_MAX : (int)kb);
 }
 
 /* The registry, with the built-in folder and RETORT_PLUGIN_PATH loaded on
@@ -1843,6 +1850,7 @@ int luaopen_retort(lua_State *L)
     s->ctx = NULL;
     s->reg = NULL;
     s->plugins_loaded = 0;
+    s->unbilled = 0;
     luaL_newmetatable(L, MT_STATE);
     lua_pushcfunction(L, state_gc);
     lua_setfield(L, -2, "__gc");

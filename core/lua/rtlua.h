@@ -30,6 +30,7 @@ typedef struct rtL_state {
     rt_ctx *ctx;
     rt_registry *reg;   /* use rtL_registry(L): plugins load on first use */
     int plugins_loaded; /* the default folders were loaded into reg */
+    size_t unbilled;    /* tensor bytes not yet billed to the collector */
 } rtL_state;
 
 /* A Tensor userdata: one reference to t (NULL once closed). */
