@@ -61,8 +61,9 @@ T.test("info, report, compare, --help and a recipe without plugins load none", f
 end)
 
 T.test("RETORT_PLUGIN_PATH: a relative entry is refused, naming it; the rest load", function()
-  local rc, out = sh(("cd %s && RETORT_PLUGIN_PATH=plugins:%s FX_MARKER=%s %s/%s plugins"):format(
-    tmp, plugdir, marker, os.getenv("PWD"), RETORT))
+  local abs = RETORT:sub(1, 1) == "/" and RETORT or os.getenv("PWD") .. "/" .. RETORT
+  local rc, out = sh(("cd %s && RETORT_PLUGIN_PATH=plugins:%s FX_MARKER=%s %s plugins"):format(
+    tmp, plugdir, marker, abs))
   T.check(rc == 0 and out:find("RETORT_PLUGIN_PATH entry 'plugins' is not an absolute path", 1, true), out)
   T.check(out:find("fx_marker", 1, true), "the absolute entry still loads: " .. out)
 end)
