@@ -74,7 +74,12 @@ TEST_PKGS := chromium strace
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all deps deps-test demo test check bench fuzz install uninstall clean check-plugins
-all: $(LIB) $(PLUGINS) $(LUAMOD) $(CLI) $(BUILD)/lib/pkgconfig/retort.pc $(EXAMPLES)
+# The headers a plugin builds against, copied where retort.pc says they are
+# (<prefix>/include/retort), in the build tree as in an install.
+HEADERS  := core/rt_plugin.h core/retort.h
+INCLUDES := $(HEADERS:core/%=$(BUILD)/include/retort/%)
+
+all: $(LIB) $(PLUGINS) $(LUAMOD) $(CLI) $(BUILD)/lib/pkgconfig/retort.pc $(INCLUDES) $(EXAMPLES)
 
 # Installs the packages of $(1) that are missing; nothing when all are there.
 apt_missing = missing=""; for p in $(1); do \
@@ -147,6 +152,10 @@ $(BUILD)/lib/pkgconfig/retort.pc: Makefile core/retort.h
 	@mkdir -p $(dir $@)
 	@$(call write_pc,$(abspath $(BUILD)),$@)
 
+$(BUILD)/include/retort/%.h: core/%.h
+	@mkdir -p $(dir $@)
+	cp $< $@
+
 # ------------------------------------------------------------------- tests
 $(BUILD)/tests/%: tests/c/%.c tests/c/t.h $(LIB)
 	@mkdir -p $(dir $@)
@@ -217,9 +226,11 @@ install: all
 	install -m 755 $(LIB) $(DESTDIR)$(PREFIX)/lib/libretort.so
 	install -m 755 $(PLUGINS) $(DESTDIR)$(PREFIX)/lib/retort/plugins/
 	install -m 755 $(LUAMOD) $(DESTDIR)$(PREFIX)/lib/lua/5.4/retort.so
-	install -m 644 core/rt_plugin.h core/retort.h $(DESTDIR)$(PREFIX)/include/retort/
+	install -m 644 $(HEADERS) $(DESTDIR)$(PREFIX)/include/retort/
 	$(call write_pc,$(PREFIX),$(DESTDIR)$(PREFIX)/lib/pkgconfig/retort.pc)
-	-[ -z "$(DESTDIR)" ] && command -v ldconfig >/dev/null && ldconfig
+	@# The command and the module find libretort by their rpath; ldconfig
+	@# only refreshes the system cache, which only root may write.
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ] && command -v ldconfig >/dev/null; then ldconfig; fi
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/retort $(DESTDIR)$(PREFIX)/lib/libretort.so \

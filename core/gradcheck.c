@@ -29,7 +29,6 @@
 #include "retort.h"
 
 #define MAX_SAMPLES 20  /* entries checked per parameter and of the input */
-#define MAX_PARAMS 1024 /* as instance.c */
 
 /* ------------------------------------------------------------ the measure */
 
@@ -366,14 +365,16 @@ static int infer_input_shape(rt_instance *net, int64_t *shape)
     }
     cJSON_Delete(o);
     if (nd) return nd;
-    rt_param p[MAX_PARAMS];
-    int n = rt_instance_params(net, p, MAX_PARAMS);
-    for (int k = 0; k < n && k < MAX_PARAMS; k++)
+    int n = rt_instance_param_count(net), found = 0;
+    rt_param *p = malloc(sizeof *p * (size_t)(n > 0 ? n : 1)); /* NULL: found stays 0 */
+    if (p && rt_instance_params(net, p, n) < n) n = 0;
+    for (int k = 0; p && k < n && !found; k++)
         if (p[k].value->ndim == 2) {
             shape[0] = p[k].value->shape[1];
-            return 1;
+            found = 1;
         }
-    return 0;
+    free(p);
+    return found;
 }
 
 /* Up to MAX_SAMPLES distinct flat indices below n; all of them when n is
@@ -423,10 +424,9 @@ rt_status rt_gradcheck_student(rt_instance *net, rt_ctx *ctx, int64_t N, const i
                             "gradcheck of student '%s': cannot tell its input shape (give it explicitly)", name);
     }
     xs[0] = N;
-    rt_param p[MAX_PARAMS];
-    int np = rt_instance_params(net, p, MAX_PARAMS);
-    if (np > MAX_PARAMS)
-        return rt_error(ctx, RT_STATUS_ERR_ARG, "gradcheck of student '%s': more than %d parameters", name, MAX_PARAMS);
+    int np = 0;
+    rt_param *p = rt_instance_params_all(net, ctx, &np);
+    if (!p) return rt_error_prefix(ctx, "gradcheck");
 
     rt_status st = RT_STATUS_OK;
     rt_tensor *x = rt_tensor_new(ctx, RT_DTYPE_F32, nd, xs), *wt = NULL, *gin1 = NULL, *out = NULL;
@@ -449,7 +449,7 @@ rt_status rt_gradcheck_student(rt_instance *net, rt_ctx *ctx, int64_t N, const i
     if (!st && (!gin || rt_numel(gin) != rt_numel(x)))
         st = rt_error(ctx, RT_STATUS_ERR_PLUGIN, "student '%s': backward gave no input gradient of x's size", name);
     if (!st && !(gin1 = rt_tensor_clone(ctx, gin))) st = rt_ctx_status(ctx);
-    if (!st) np = rt_instance_params(net, p, MAX_PARAMS); /* after backward: lazy zeroing is done */
+    if (!st) np = rt_instance_params(net, p, np); /* after backward: lazy zeroing is done */
     for (int k = 0; k < np && !st; k++) {
         if (!p[k].grad) continue; /* frozen */
         if (!(g1[k] = rt_tensor_clone(ctx, p[k].grad))) st = rt_ctx_status(ctx);
@@ -462,7 +462,7 @@ rt_status rt_gradcheck_student(rt_instance *net, rt_ctx *ctx, int64_t N, const i
     /* Accumulation: a second backward adds g1 again, and the input
      * gradient is a fresh value each time, not a sum. */
     if (!st) st = fwd_bwd(&ud, ctx, wt, &gin);
-    if (!st) np = rt_instance_params(net, p, MAX_PARAMS);
+    if (!st) np = rt_instance_params(net, p, np);
     for (int k = 0; k < np && !st; k++) {
         if (!g1[k]) continue;
         const float *a = rt_f32(g1[k]), *b = rt_f32(p[k].grad);
@@ -482,7 +482,7 @@ rt_status rt_gradcheck_student(rt_instance *net, rt_ctx *ctx, int64_t N, const i
         rt_student_zero_grad(net);
         st = fwd_bwd(&ud, ctx, wt, &gin);
     }
-    if (!st) np = rt_instance_params(net, p, MAX_PARAMS);
+    if (!st) np = rt_instance_params(net, p, np);
     for (int k = 0; k < np && !st; k++) {
         if (!g1[k]) continue;
         const float *a = rt_f32(g1[k]), *b = rt_f32(p[k].grad);
@@ -515,6 +515,7 @@ rt_status rt_gradcheck_student(rt_instance *net, rt_ctx *ctx, int64_t N, const i
     }
     for (int k = 0; k < np && g1; k++) rt_tensor_release(g1[k]);
     free(g1);
+    free(p);
     rt_tensor_release(x);
     rt_tensor_release(wt);
     rt_tensor_release(gin1);

@@ -82,6 +82,7 @@ void rt_instance_release(rt_instance *i)
     i->desc->destroy(i->self);
     rt_lib *lib = i->lib;
     free(i->options);
+    free(i->zg);
     free(i);
     rt_lib_release(lib); /* last: the code of destroy lives in it */
 }
@@ -147,6 +148,11 @@ rt_status rt_student_backward(rt_instance *s, rt_ctx *ctx, const rt_tensor *grad
     if (grad_in) *grad_in = NULL;
     if (check_kind(s, ctx, RT_KIND_STUDENT)) return rt_ctx_status(ctx);
     if (check_arg(ctx, "output gradient", grad_out, RT_DTYPE_F32, 1)) return fail(s, ctx);
+    if (s->zg_failed) {
+        rt_error(ctx, RT_STATUS_ERR_NOMEM, "zero_grad could not list the %d parameters (out of memory), so the "
+                 "gradients were not reset: call zero_grad again", rt_instance_param_count(s));
+        return fail(s, ctx);
+    }
     for (int k = 0; k < ntaps; k++)
         if (!taps[k].name || check_arg(ctx, "tap gradient", taps[k].grad, RT_DTYPE_F32, 1)) {
             if (!taps[k].name) rt_error(ctx, RT_STATUS_ERR_ARG, "tap %d has no name", k);
@@ -162,10 +168,22 @@ void rt_student_zero_grad(rt_instance *s)
         s->desc->student->zero_grad(s->self);
         return;
     }
-    rt_param p[256];
-    int n = s->desc->student->parameters(s->self, p, 256);
-    for (int k = 0; k < n && k < 256; k++)
-        if (p[k].grad) memset(p[k].grad->data, 0, rt_tensor_nbytes(p[k].grad));
+    /* No ctx to report to: if the list cannot grow, the next backward
+     * fails instead of accumulating onto gradients that were not reset. */
+    int n = rt_instance_param_count(s);
+    if (n > s->zg_cap) {
+        rt_param *g = realloc(s->zg, sizeof *g * (size_t)n);
+        if (!g) {
+            s->zg_failed = 1;
+            return;
+        }
+        s->zg = g;
+        s->zg_cap = n;
+    }
+    n = s->desc->student->parameters(s->self, s->zg, s->zg_cap);
+    for (int k = 0; k < n && k < s->zg_cap; k++)
+        if (s->zg[k].grad) memset(s->zg[k].grad->data, 0, rt_tensor_nbytes(s->zg[k].grad));
+    s->zg_failed = n > s->zg_cap; /* the count grew between two calls */
 }
 
 rt_status rt_teacher_forward(rt_instance *t, rt_ctx *ctx, const rt_tensor *x, rt_signal *out)
@@ -296,6 +314,31 @@ int rt_instance_params(rt_instance *i, rt_param *out, int max)
     }
 }
 
+int rt_instance_param_count(rt_instance *i)
+{
+    rt_param none; /* max 0: the plugin writes nothing */
+    return rt_instance_params(i, &none, 0);
+}
+
+rt_param *rt_instance_params_all(rt_instance *i, rt_ctx *ctx, int *n)
+{
+    *n = rt_instance_param_count(i);
+    rt_param *p = malloc(sizeof *p * (size_t)(*n > 0 ? *n : 1));
+    if (!p) {
+        rt_error(ctx, RT_STATUS_ERR_NOMEM, "%s '%s': out of memory listing %d parameters", rt_kind_name(i->desc->kind),
+                 i->desc->name, *n);
+        return NULL;
+    }
+    int again = rt_instance_params(i, p, *n);
+    if (again != *n) {
+        rt_error(ctx, RT_STATUS_ERR_PLUGIN, "%s '%s': reported %d parameters, then %d", rt_kind_name(i->desc->kind),
+                 i->desc->name, *n, again);
+        free(p);
+        return NULL;
+    }
+    return p;
+}
+
 int64_t rt_instance_flops(rt_instance *i)
 {
     int64_t (*f)(void *) = i->desc->kind == RT_KIND_STUDENT   ? i->desc->student->flops
@@ -314,20 +357,18 @@ rt_tensor *rt_instance_feature(rt_instance *i, const char *name)
 
 /* ---------------------------------------------------------- save and load */
 
-#define MAX_PARAMS 1024
-
 rt_status rt_instance_save(rt_instance *i, rt_ctx *ctx, const char *path, int nmeta, const char *const *keys,
                            const char *const *values)
 {
-    rt_param *p = malloc(sizeof *p * MAX_PARAMS);
-    const char **names = malloc(sizeof *names * MAX_PARAMS);
-    const rt_tensor **ts = malloc(sizeof *ts * MAX_PARAMS);
+    int n = 0;
+    rt_param *p = rt_instance_params_all(i, ctx, &n);
+    if (!p) return rt_error_prefix(ctx, "save %s", path);
+    const char **names = malloc(sizeof *names * (size_t)(n + 1));
+    const rt_tensor **ts = malloc(sizeof *ts * (size_t)(n + 1));
     const char **k = malloc(sizeof *k * (size_t)(nmeta + 4));
     const char **v = malloc(sizeof *v * (size_t)(nmeta + 4));
     rt_status st = RT_STATUS_OK;
-    if (!p || !names || !ts || !k || !v) st = rt_error(ctx, RT_STATUS_ERR_NOMEM, "save %s: out of memory", path);
-    int n = st ? 0 : rt_instance_params(i, p, MAX_PARAMS);
-    if (!st && n > MAX_PARAMS) st = rt_error(ctx, RT_STATUS_ERR_ARG, "save %s: more than %d parameters", path, MAX_PARAMS);
+    if (!names || !ts || !k || !v) st = rt_error(ctx, RT_STATUS_ERR_NOMEM, "save %s: out of memory", path);
     if (!st) {
         for (int j = 0; j < n; j++) {
             names[j] = p[j].name;
@@ -352,26 +393,28 @@ rt_status rt_instance_save(rt_instance *i, rt_ctx *ctx, const char *path, int nm
 
 rt_status rt_instance_load_st(rt_instance *i, rt_ctx *ctx, const rt_st *f, const char *label)
 {
-    rt_param p[MAX_PARAMS];
-    int n = rt_instance_params(i, p, MAX_PARAMS);
-    if (n > MAX_PARAMS) n = MAX_PARAMS;
+    int n = 0;
+    rt_param *p = rt_instance_params_all(i, ctx, &n);
+    if (!p) return rt_error_prefix(ctx, "%s", label);
+    rt_status st = RT_STATUS_OK;
     /* Check everything before copying anything: a failed load leaves the
      * parameters as they were. */
-    for (int j = 0; j < n; j++) {
+    for (int j = 0; j < n && !st; j++) {
         rt_tensor *t = rt_st_find(f, p[j].name);
         char a[64], b[64];
         if (!t)
-            return rt_error(ctx, RT_STATUS_ERR_FORMAT, "%s: no tensor '%s' for %s '%s' (the file has %d tensors)", label,
-                            p[j].name, rt_kind_name(i->desc->kind), i->desc->name, rt_st_count(f));
-        if (t->dtype != p[j].value->dtype || !rt_tensor_same_shape(t, p[j].value))
-            return rt_error(ctx, RT_STATUS_ERR_SHAPE, "%s: tensor '%s' is %s %s, %s '%s' wants %s %s", label, p[j].name,
-                            rt_dtype_name(t->dtype), rt_tensor_shape_str(t, a, sizeof a), rt_kind_name(i->desc->kind),
-                            i->desc->name, rt_dtype_name(p[j].value->dtype),
-                            rt_tensor_shape_str(p[j].value, b, sizeof b));
+            st = rt_error(ctx, RT_STATUS_ERR_FORMAT, "%s: no tensor '%s' for %s '%s' (the file has %d tensors)", label,
+                          p[j].name, rt_kind_name(i->desc->kind), i->desc->name, rt_st_count(f));
+        else if (t->dtype != p[j].value->dtype || !rt_tensor_same_shape(t, p[j].value))
+            st = rt_error(ctx, RT_STATUS_ERR_SHAPE, "%s: tensor '%s' is %s %s, %s '%s' wants %s %s", label, p[j].name,
+                          rt_dtype_name(t->dtype), rt_tensor_shape_str(t, a, sizeof a), rt_kind_name(i->desc->kind),
+                          i->desc->name, rt_dtype_name(p[j].value->dtype),
+                          rt_tensor_shape_str(p[j].value, b, sizeof b));
     }
-    for (int j = 0; j < n; j++)
-        if (rt_tensor_copy(ctx, p[j].value, rt_st_find(f, p[j].name))) return rt_ctx_status(ctx);
-    return RT_STATUS_OK;
+    for (int j = 0; j < n && !st; j++)
+        st = rt_tensor_copy(ctx, p[j].value, rt_st_find(f, p[j].name));
+    free(p);
+    return st;
 }
 
 rt_status rt_instance_load(rt_instance *i, rt_ctx *ctx, const char *path)

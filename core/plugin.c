@@ -12,6 +12,13 @@
  *   register  each descriptor is complete (kind, name, vtable functions,
  *             option schema with valid defaults) and its name is new
  * A failure at any stage registers nothing from that file and closes it.
+ * Before open, a `permissions` stage refuses a file that another user could
+ * have written (see trusted() below).
+ *
+ * dlopen runs the constructors of any shared object before the entry is
+ * looked up: a file that turns out not to be a plugin has already run code.
+ * Only files that export the entry symbol are kept, but only trusted
+ * folders belong on the plugin path.
  *
  * Libraries are refcounted: the registry holds one reference, each live
  * instance another, so a library is never dlclose'd under an instance.
@@ -23,6 +30,8 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "ctx.h"
 #include "options.h"
@@ -119,9 +128,56 @@ rt_status rt_check_desc(rt_ctx *ctx, const rt_plugin_desc *d)
     return RT_STATUS_OK;
 }
 
+/* Refuses what another user could have written: a file or folder writable
+ * by group or others, or owned by a user other than root and the caller.
+ * A plugin file's folder is checked too (with the sticky bit, as /tmp has,
+ * others cannot replace the file, so that folder may be writable); a
+ * folder on the plugin path may not be writable at all by others, since
+ * every .so in it is loaded.  what is "plugin" or "plugin folder"; the
+ * message names the path, the reason and the fix. */
+static rt_status trusted(rt_ctx *ctx, const char *what, const char *path, int allow_sticky)
+{
+    struct stat st;
+    if (stat(path, &st)) return RT_STATUS_OK; /* nothing there: open (or opendir) says so */
+    unsigned mode = (unsigned)st.st_mode & 07777;
+    int others_write = (mode & (S_IWGRP | S_IWOTH)) && !(allow_sticky && (mode & S_ISVTX));
+    if (others_write)
+        return rt_error(ctx, RT_STATUS_ERR_PLUGIN,
+                        "%s %s: permissions: writable by %s (mode %04o), refused: other users could put code "
+                        "there (chmod go-w %s)",
+                        what, path, (mode & S_IWGRP) && (mode & S_IWOTH) ? "group and others" : mode & S_IWGRP ? "group" : "others",
+                        mode, path);
+    uid_t me = geteuid();
+    if (st.st_uid != 0 && st.st_uid != me)
+        return rt_error(ctx, RT_STATUS_ERR_PLUGIN,
+                        "%s %s: permissions: owned by uid %u, neither you (uid %u) nor root, refused: only load "
+                        "plugins you or root own",
+                        what, path, (unsigned)st.st_uid, (unsigned)me);
+    return RT_STATUS_OK;
+}
+
+/* trusted() for a plugin file and the folder it is in. */
+static rt_status trusted_file(rt_ctx *ctx, const char *path)
+{
+    if (trusted(ctx, "plugin", path, 0)) return rt_ctx_status(ctx);
+    char dir[PATH_MAX];
+    const char *slash = strrchr(path, '/');
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else if (slash == path) snprintf(dir, sizeof dir, "/");
+    else snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    char what[PATH_MAX + 32];
+    snprintf(what, sizeof what, "plugin %s: its folder", path);
+    return trusted(ctx, what, dir, 1);
+}
+
 rt_status rt_registry_load(rt_registry *r, rt_ctx *ctx, const char *path)
 {
-    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (trusted_file(ctx, path)) return rt_ctx_status(ctx);
+    /* A name without '/' is a file here, as trusted_file took it, not a
+     * library for dlopen to look for on the system's search path. */
+    char local[PATH_MAX];
+    if (!strchr(path, '/')) snprintf(local, sizeof local, "./%s", path);
+    void *h = dlopen(strchr(path, '/') ? path : local, RTLD_NOW | RTLD_LOCAL);
     if (!h) {
         const char *e = dlerror();
         return rt_error(ctx, RT_STATUS_ERR_PLUGIN, "plugin %s: open: %s", path, e ? e : "dlopen failed");
@@ -195,6 +251,10 @@ static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *
 rt_status rt_registry_load_dir(rt_registry *r, rt_ctx *ctx, const char *dir, int keep_going, int *nfailed)
 {
     if (nfailed) *nfailed = 0;
+    if (trusted(ctx, "plugin folder", dir, 0)) {
+        if (nfailed) *nfailed = 1;
+        return rt_ctx_status(ctx);
+    }
     DIR *d = opendir(dir);
     if (!d) return rt_error(ctx, RT_STATUS_ERR_IO, "plugin folder %s: cannot open it", dir);
     char **names = NULL;
@@ -281,7 +341,13 @@ rt_status rt_registry_load_default(rt_registry *r, rt_ctx *ctx)
         char *copy = strdup(env);
         if (!copy) return rt_error(ctx, RT_STATUS_ERR_NOMEM, "out of memory reading RETORT_PLUGIN_PATH");
         for (char *save = NULL, *p = strtok_r(copy, ":", &save); p; p = strtok_r(NULL, ":", &save)) {
-            s = rt_registry_load_dir(r, ctx, p, 1, &failed);
+            /* A relative entry would name another folder in every working
+             * directory: refused. */
+            if (p[0] != '/')
+                s = rt_error(ctx, RT_STATUS_ERR_PLUGIN,
+                             "RETORT_PLUGIN_PATH entry '%s' is not an absolute path: skipped (write it from /)", p);
+            else
+                s = rt_registry_load_dir(r, ctx, p, 1, &failed);
             if (s) NOTE_FAILURE(s);
         }
         free(copy);

@@ -28,6 +28,11 @@ struct rt_instance {
     rt_lib *lib;
     void *self;
     char *options; /* validated JSON with defaults */
+    /* zero_grad's list of parameters when the plugin has no zero_grad of
+     * its own: grown to the count once, so later steps allocate nothing. */
+    rt_param *zg;
+    int zg_cap;
+    int zg_failed; /* the last zero_grad could not grow zg: backward refuses */
 };
 
 #endif

@@ -365,16 +365,22 @@ rt_registry *rt_registry_new(void);
 /* Frees the registry.  Libraries with live instances stay loaded until the
  * last instance is released. */
 void rt_registry_free(rt_registry *r);
-/* Loads one plugin file.  Stages: open -> entry -> init -> abi -> register.
- * A failure names the path, the stage and, for abi, both versions; a failed
- * file registers nothing and is closed. */
+/* Loads one plugin file.  Stages: permissions -> open -> entry -> init ->
+ * abi -> register.  A failure names the path, the stage and, for abi, both
+ * versions; a failed file registers nothing and is closed.  permissions
+ * refuses a file writable by group or others or owned by a user other than
+ * the caller and root, and one in a folder so writable (unless sticky) or
+ * so owned. */
 rt_status rt_registry_load(rt_registry *r, rt_ctx *ctx, const char *path);
 /* Loads every *.so in dir (sorted by name).  Stops at the first failure
- * unless keep_going; then *nfailed counts failures (message: the last). */
+ * unless keep_going; then *nfailed counts failures (message: the last).
+ * A dir writable by group or others, or owned by another user than the
+ * caller and root, is refused whole (stage permissions). */
 rt_status rt_registry_load_dir(rt_registry *r, rt_ctx *ctx, const char *dir,
                                int keep_going, int *nfailed);
 /* The built-in folder (beside libretort: <libdir>/retort/plugins), then
- * every folder in RETORT_PLUGIN_PATH (':'-separated). */
+ * every folder in RETORT_PLUGIN_PATH (':'-separated; an entry that is not
+ * an absolute path is refused and reported). */
 rt_status rt_registry_load_default(rt_registry *r, rt_ctx *ctx);
 const char *rt_builtin_plugin_dir(void); /* borrowed, static */
 int rt_registry_count(const rt_registry *r);
@@ -425,6 +431,12 @@ rt_status rt_loss_set(rt_instance *l, rt_ctx *ctx, const char *name,
                       double value);
 /* Parameters of a student or teacher (teacher: may be 0).  Borrowed. */
 int rt_instance_params(rt_instance *i, rt_param *out, int max);
+/* How many parameters rt_instance_params would list. */
+int rt_instance_param_count(rt_instance *i);
+/* All the parameters in a malloc'd array the caller frees; *n gets the
+ * count.  NULL (and an error) on OOM or if the plugin's count changes
+ * between two calls. */
+rt_param *rt_instance_params_all(rt_instance *i, rt_ctx *ctx, int *n);
 int64_t rt_instance_flops(rt_instance *i); /* -1 if not reported */
 rt_tensor *rt_instance_feature(rt_instance *i, const char *name);
 

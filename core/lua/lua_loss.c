@@ -464,6 +464,40 @@ static int l_lua_loss_source(lua_State *L)
     return 1;
 }
 
+/* loss:set(name, value) when value is not a number (lo_set hands those
+ * over).  A Lua loss's boolean and string options change: ctx.opts has the
+ * new value from the next call on.  A C plugin's set takes numbers only
+ * (the ABI), so for it this is an error naming the option and its type. */
+int rtL_loss_set_value(lua_State *L)
+{
+    linst *u = rtL_checkinst(L, 1, MT_LOSS);
+    const char *name = luaL_checkstring(L, 2);
+    int t = lua_type(L, 3);
+    if (t != LUA_TBOOLEAN && t != LUA_TSTRING)
+        return luaL_typeerror(L, 3, "number, boolean or string");
+    const rt_plugin_desc *d = rt_instance_desc(u->i);
+    const rt_option *o = NULL;
+    for (const rt_option *p = d->options; p && p->name && !o; p++)
+        if (!strcmp(p->name, name)) o = p;
+    if (!o) { /* the host's message: "unknown option ... (did you mean ...)" */
+        rt_loss_set(u->i, rtL_S(L)->ctx, name, 0);
+        return rtL_fail(L);
+    }
+    int want = o->type == RT_OPT_BOOL ? LUA_TBOOLEAN : o->type == RT_OPT_STRING ? LUA_TSTRING : LUA_TNUMBER;
+    if (t != want)
+        return luaL_error(L, "loss '%s': option '%s' takes a %s, got a %s", d->name, name,
+                          want == LUA_TNUMBER ? "number" : lua_typename(L, want), lua_typename(L, t));
+    if (d->loss->forward != lforward)
+        return luaL_error(L, "loss '%s': option '%s' is a %s, and only number options change after creation: "
+                          "give it when creating the loss", d->name, name, lua_typename(L, want));
+    lua_loss *l = rt_instance_self(u->i);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, l->opts_ref);
+    lua_pushvalue(L, 3);
+    lua_setfield(L, -2, name);
+    lua_settop(L, 1);
+    return 1;
+}
+
 /* ------------------------------------------------------------ gradcheck */
 
 static lua_Integer opt_int_field(lua_State *L, int t, const char *k, lua_Integer def)

@@ -20,6 +20,7 @@
 
 #include <cJSON.h>
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,6 +82,46 @@ ltensor *rtL_newtensor(lua_State *L)
     u->t = NULL;
     luaL_setmetatable(L, MT_TENSOR);
     return u;
+}
+
+/* Bills the bytes of t (its data and header), which this binding just
+ * allocated for a Tensor userdata, to the Lua collector as if Lua had
+ * allocated them: the userdata itself is a few bytes, so without this a
+ * loop of tensor math makes gigabytes of garbage before the collector
+ * thinks it has any work.  Bytes are billed by the whole kB (the unit of
+ * LUA_GCSTEP); the remainder waits for the next tensor.  A collector
+ * stopped by collectgarbage("stop") stays stopped. */
+void rtL_account(lua_State *L, const rt_tensor *t)
+{
+    rtL_state *s = S(L);
+    if (!t) return;
+    s->unbilled += rt_tensor_nbytes(t) + sizeof *t;
+    if (s->unbilled < 1024) return;
+    size_t kb = s->unbilled / 1024;
+    s->unbilled %= 1024;
+    if (lua_gc(L, LUA_GCISRUNNING)) lua_gc(L, LUA_GCSTEP, kb > INT_MAX ? INT_MAX : (int)kb);
+}
+
+/* The registry, with the built-in folder and RETORT_PLUGIN_PATH loaded on
+ * the first call.  A plugin file that fails to load registers nothing; the
+ * others load.  That is said once, on stderr, and the reason is kept in
+ * rt.plugin_load_error.  Call it before acquiring C resources (it may
+ * raise on OOM). */
+rt_registry *rtL_registry(lua_State *L)
+{
+    rtL_state *s = S(L);
+    if (s->plugins_loaded) return s->reg;
+    s->plugins_loaded = 1;
+    if (rt_registry_load_default(s->reg, s->ctx)) {
+        fprintf(stderr, "retort: warning: %s\n", rt_ctx_message(s->ctx));
+        if (lua_getiuservalue(L, lua_upvalueindex(1), 1) == LUA_TTABLE) {
+            lua_pushstring(L, rt_ctx_message(s->ctx));
+            lua_setfield(L, -2, "plugin_load_error");
+        }
+        lua_pop(L, 1);
+    }
+    rt_ctx_clear(s->ctx);
+    return s->reg;
 }
 
 /* Pushes t retaining it (the callee keeps its own reference). */
@@ -172,6 +213,7 @@ static int l_tensor(lua_State *L)
     int nd = nested_shape(L, 1, shape, 0);
     ltensor *u = rtL_newtensor(L);
     if (!(u->t = rt_tensor_new(S(L)->ctx, dt, nd, shape))) return rtL_fail(L);
+    rtL_account(L, u->t);
     int64_t flat = 0;
     nested_fill(L, 1, u->t, 0, &flat);
     return 1;
@@ -185,6 +227,7 @@ static int l_zeros(lua_State *L)
     rt_dtype dt = rtL_checkdtype(L, 2, "f32");
     ltensor *u = rtL_newtensor(L);
     if (!(u->t = rt_tensor_new(S(L)->ctx, dt, nd, shape))) return rtL_fail(L);
+    rtL_account(L, u->t);
     return 1;
 }
 
@@ -196,6 +239,7 @@ static int l_full(lua_State *L)
     rt_dtype dt = rtL_checkdtype(L, 3, "f32");
     ltensor *u = rtL_newtensor(L);
     if (!(u->t = rt_tensor_new(S(L)->ctx, dt, nd, shape))) return rtL_fail(L);
+    rtL_account(L, u->t);
     rt_tensor_fill(u->t, v);
     return 1;
 }
@@ -327,6 +371,7 @@ static int t_clone(lua_State *L)
     rt_tensor *t = rtL_checktensor(L, 1);
     ltensor *u = rtL_newtensor(L);
     if (!(u->t = rt_tensor_clone(S(L)->ctx, t))) return rtL_fail(L);
+    rtL_account(L, u->t);
     return 1;
 }
 
@@ -393,6 +438,7 @@ static int t_argmax(lua_State *L)
         luaL_argerror(L, 1, "argmax needs a contiguous f32 [N, C] tensor");
     ltensor *u = rtL_newtensor(L);
     if (!(u->t = rt_tensor_new(S(L)->ctx, RT_DTYPE_I32, 1, t->shape))) return rtL_fail(L);
+    rtL_account(L, u->t);
     rt_argmax(rt_f32(t), t->shape[0], t->shape[1], rt_i32(u->t));
     return 1;
 }
@@ -630,6 +676,7 @@ linst *rtL_checkany(lua_State *L, int i)
 
 static int make_instance(lua_State *L, rt_kind kind)
 {
+    rtL_registry(L);
     const char *name = luaL_checkstring(L, 1);
     if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
     const char *json = rtL_tojson(L, 2);
@@ -674,15 +721,25 @@ static int i_options_json(lua_State *L)
     return 1;
 }
 
-#define MAX_PARAMS 1024
+/* Pushes a GC-owned array of all of i's parameters (no fixed limit) and
+ * returns it; *n gets the count. */
+static rt_param *push_params(lua_State *L, rt_instance *i, int *n)
+{
+    *n = rt_instance_param_count(i);
+    rt_param *p = lua_newuserdatauv(L, sizeof(rt_param) * (size_t)(*n > 0 ? *n : 1), 0);
+    int again = rt_instance_params(i, p, *n);
+    if (again != *n)
+        luaL_error(L, "%s '%s': reported %d parameters, then %d", rt_kind_name(rt_instance_desc(i)->kind),
+                   rt_instance_desc(i)->name, *n, again);
+    return p;
+}
 
 /* obj:parameters() -> { {name=, value=, grad=}, ... } in order */
 static int i_parameters(lua_State *L)
 {
     linst *u = rtL_checkany(L, 1);
-    rt_param *p = lua_newuserdatauv(L, sizeof(rt_param) * MAX_PARAMS, 0); /* GC-owned scratch */
-    int n = rt_instance_params(u->i, p, MAX_PARAMS);
-    if (n > MAX_PARAMS) n = MAX_PARAMS;
+    int n;
+    rt_param *p = push_params(L, u->i, &n);
     lua_createtable(L, n, 0);
     for (int k = 0; k < n; k++) {
         lua_createtable(L, 0, 3);
@@ -703,10 +760,10 @@ static int i_parameters(lua_State *L)
 static int i_param_count(lua_State *L)
 {
     linst *u = rtL_checkany(L, 1);
-    rt_param *p = lua_newuserdatauv(L, sizeof(rt_param) * MAX_PARAMS, 0);
-    int n = rt_instance_params(u->i, p, MAX_PARAMS);
+    int n;
+    rt_param *p = push_params(L, u->i, &n);
     int64_t total = 0, bytes = 0;
-    for (int k = 0; k < n && k < MAX_PARAMS; k++) {
+    for (int k = 0; k < n; k++) {
         total += rt_numel(p[k].value);
         bytes += (int64_t)rt_tensor_nbytes(p[k].value);
     }
@@ -898,6 +955,7 @@ static int lo_backward(lua_State *L)
 static int lo_set(lua_State *L)
 {
     linst *u = rtL_checkinst(L, 1, MT_LOSS);
+    if (lua_type(L, 3) != LUA_TNUMBER) return rtL_loss_set_value(L); /* booleans, strings */
     if (rt_loss_set(u->i, S(L)->ctx, luaL_checkstring(L, 2), luaL_checknumber(L, 3))) return rtL_fail(L);
     lua_settop(L, 1);
     return 1;
@@ -918,10 +976,10 @@ static int lo_needs(lua_State *L)
 static int l_copy_parameters(lua_State *L)
 {
     linst *d = rtL_checkany(L, 1), *s = rtL_checkany(L, 2);
-    rt_param *pd = lua_newuserdatauv(L, sizeof(rt_param) * MAX_PARAMS * 2, 0), *ps = pd + MAX_PARAMS;
-    int nd = rt_instance_params(d->i, pd, MAX_PARAMS), ns = rt_instance_params(s->i, ps, MAX_PARAMS);
+    int nd, ns;
+    rt_param *pd = push_params(L, d->i, &nd), *ps = push_params(L, s->i, &ns);
     if (nd != ns) luaL_error(L, "copy_parameters: %d parameters vs %d", nd, ns);
-    for (int k = 0; k < nd && k < MAX_PARAMS; k++) {
+    for (int k = 0; k < nd; k++) {
         if (strcmp(pd[k].name, ps[k].name)) luaL_error(L, "copy_parameters: '%s' vs '%s'", pd[k].name, ps[k].name);
         if (rt_tensor_copy(S(L)->ctx, pd[k].value, ps[k].value)) return rtL_fail(L);
     }
@@ -932,7 +990,7 @@ static int l_copy_parameters(lua_State *L)
 
 static int l_plugins(lua_State *L)
 {
-    rt_registry *r = S(L)->reg;
+    rt_registry *r = rtL_registry(L);
     int n = rt_registry_count(r);
     lua_createtable(L, n, 0);
     for (int k = 0; k < n; k++) {
@@ -966,7 +1024,7 @@ static int l_plugin_help(lua_State *L)
 {
     rt_kind k = (rt_kind)kind_from_string(L, 1);
     const char *name = luaL_checkstring(L, 2);
-    const rt_plugin_desc *d = rt_registry_find(S(L)->reg, S(L)->ctx, k, name);
+    const rt_plugin_desc *d = rt_registry_find(rtL_registry(L), S(L)->ctx, k, name);
     if (!d) return rtL_fail(L);
     char *text = NULL;
     size_t len = 0;
@@ -981,7 +1039,8 @@ static int l_plugin_help(lua_State *L)
 
 static int l_load_plugin(lua_State *L)
 {
-    if (rt_registry_load(S(L)->reg, S(L)->ctx, luaL_checkstring(L, 1))) return rtL_fail(L);
+    const char *path = luaL_checkstring(L, 1);
+    if (rt_registry_load(rtL_registry(L), S(L)->ctx, path)) return rtL_fail(L);
     return 0;
 }
 
@@ -1075,9 +1134,8 @@ static int o_step(lua_State *L)
     loptim *u = check_optim(L, 1);
     linst *s = rtL_checkinst(L, 2, MT_STUDENT);
     float lr = (float)luaL_optnumber(L, 3, rt_optim_config(u->o)->lr);
-    rt_param *p = lua_newuserdatauv(L, sizeof(rt_param) * MAX_PARAMS, 0);
-    int n = rt_instance_params(s->i, p, MAX_PARAMS);
-    if (n > MAX_PARAMS) luaL_error(L, "more than %d parameters", MAX_PARAMS);
+    int n;
+    rt_param *p = push_params(L, s->i, &n);
     if (rt_optim_step(u->o, S(L)->ctx, p, n, lr)) return rtL_fail(L);
     rt_student_zero_grad(s->i);
     return 0;
@@ -1184,8 +1242,8 @@ static int o_restore(lua_State *L)
     linst *s = rtL_checkinst(L, 2, MT_STUDENT);
     luaL_checktype(L, 3, LUA_TTABLE);
     lua_Integer steps = luaL_checkinteger(L, 4);
-    rt_param *p = lua_newuserdatauv(L, sizeof(rt_param) * MAX_PARAMS, 0);
-    int n = rt_instance_params(s->i, p, MAX_PARAMS);
+    int n;
+    rt_param *p = push_params(L, s->i, &n);
     lookup_ud ud = {L, 3};
     if (rt_optim_restore(u->o, S(L)->ctx, p, n, steps, lookup_tensor, &ud)) return rtL_fail(L);
     return 0;
@@ -1856,9 +1914,11 @@ extern const struct rtL_chunk {
 int luaopen_retort(lua_State *L)
 {
     luaL_checkversion(L);
-    rtL_state *s = lua_newuserdatauv(L, sizeof *s, 0);
+    rtL_state *s = lua_newuserdatauv(L, sizeof *s, 1); /* user value: the module table */
     s->ctx = NULL;
     s->reg = NULL;
+    s->plugins_loaded = 0;
+    s->unbilled = 0;
     luaL_newmetatable(L, MT_STATE);
     lua_pushcfunction(L, state_gc);
     lua_setfield(L, -2, "__gc");
@@ -1870,16 +1930,8 @@ int luaopen_retort(lua_State *L)
     /* Keep the state alive as long as the Lua state. */
     lua_pushvalue(L, -1);
     lua_setfield(L, LUA_REGISTRYINDEX, MT_STATE);
-    /* A plugin file that fails to load registers nothing; the others load.
-     * Say so once, on stderr, and keep the reason in rt.plugin_load_error. */
-    if (rt_registry_load_default(s->reg, s->ctx)) {
-        lua_pushstring(L, rt_ctx_message(s->ctx));
-        fprintf(stderr, "retort: warning: %s\n", rt_ctx_message(s->ctx));
-    } else {
-        lua_pushnil(L);
-    }
-    rt_ctx_clear(s->ctx);
-    lua_insert(L, -2); /* stack: load_error, state */
+    /* The plugins load on first use (rtL_registry), not here: commands
+     * that need none (info, report, compare, --help) run no plugin code. */
 
     new_class(L, MT_TENSOR, tensor_methods, NULL, t_gc);
     luaL_getmetatable(L, MT_TENSOR);
@@ -1910,8 +1962,8 @@ int luaopen_retort(lua_State *L)
     lua_setfield(L, -2, "version");
     lua_pushfstring(L, "%d.%d", RT_ABI_MAJOR, RT_ABI_MINOR);
     lua_setfield(L, -2, "abi");
-    lua_pushvalue(L, -3);
-    lua_setfield(L, -2, "plugin_load_error"); /* nil, or why a plugin failed */
+    lua_pushvalue(L, -1);
+    lua_setiuservalue(L, -3, 1); /* the state's user value: where rtL_registry sets plugin_load_error */
 
     /* The binding's other files add their functions and methods. */
     rtL_open_tensor_ops(L);

@@ -28,7 +28,9 @@
 
 typedef struct rtL_state {
     rt_ctx *ctx;
-    rt_registry *reg;
+    rt_registry *reg;   /* use rtL_registry(L): plugins load on first use */
+    int plugins_loaded; /* the default folders were loaded into reg */
+    size_t unbilled;    /* tensor bytes not yet billed to the collector */
 } rtL_state;
 
 /* A Tensor userdata: one reference to t (NULL once closed). */
@@ -44,11 +46,17 @@ typedef struct linst {
 } linst;
 
 rtL_state *rtL_S(lua_State *L);
+/* The plugin registry; the first call loads the built-in folder and
+ * RETORT_PLUGIN_PATH (warning on stderr, rt.plugin_load_error). */
+rt_registry *rtL_registry(lua_State *L);
 /* Raises the context's message at the calling Lua line; never returns. */
 int rtL_fail(lua_State *L);
 
 /* Pushes an empty Tensor userdata for the caller to fill (->t). */
 ltensor *rtL_newtensor(lua_State *L);
+/* Bills t's data bytes to the Lua collector (a GC step of that size);
+ * call it once the binding has allocated a tensor for a new userdata. */
+void rtL_account(lua_State *L, const rt_tensor *t);
 /* Pushes t as a Tensor, retaining it; NULL pushes nil. */
 void rtL_pushborrowed(lua_State *L, rt_tensor *t);
 rt_tensor *rtL_checktensor(lua_State *L, int i);
@@ -72,6 +80,8 @@ void rtL_add_methods(lua_State *L, const char *mt, const luaL_Reg *l);
  * stack (each leaves the stack as it found it). */
 void rtL_open_tensor_ops(lua_State *L); /* tensor_ops.c: tensor math     */
 void rtL_open_lua_loss(lua_State *L);   /* lua_loss.c: losses in Lua      */
+/* lua_loss.c: loss:set(name, value) for a boolean or string value. */
+int rtL_loss_set_value(lua_State *L);
 void rtL_open_metrics(lua_State *L);    /* metrics_lua.c: evaluation      */
 void rtL_open_provenance(lua_State *L); /* provenance_lua.c: weights hash */
 

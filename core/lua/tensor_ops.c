@@ -88,6 +88,7 @@ static rt_tensor *push_new(lua_State *L, int nd, const int64_t *shape)
 {
     ltensor *u = rtL_newtensor(L);
     if (!(u->t = rt_tensor_new(rtL_S(L)->ctx, RT_DTYPE_F32, nd, shape))) rtL_fail(L);
+    rtL_account(L, u->t);
     return u->t;
 }
 
@@ -246,6 +247,7 @@ static rt_tensor *contiguous(lua_State *L, rt_tensor *t)
     if (rt_is_contiguous(t)) return t;
     ltensor *u = rtL_newtensor(L);
     if (!(u->t = rt_tensor_clone(rtL_S(L)->ctx, t))) rtL_fail(L);
+    rtL_account(L, u->t);
     return u->t;
 }
 

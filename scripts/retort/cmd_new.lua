@@ -7,8 +7,11 @@
 --   NAME.c         the plugin: header block (formula, options, reference),
 --                  options schema, create/destroy/set, forward and backward
 --                  of a temperature-scaled forward KL, written plainly
---   Makefile       builds NAME.so against retort's header: RETORT_INCLUDE
---                  if given, else pkg-config retort, else /usr/local
+--   Makefile       builds NAME.so against retort's header: RETORT_INCLUDE,
+--                  by default the include folder of the retort that wrote
+--                  it (<prefix>/include/retort, in a source tree
+--                  build/include/retort), else pkg-config retort, else
+--                  /usr/local
 --   NAME_test.lua  loads NAME.so, runs the gradient check, and trains a
 --                  small student on synthetic data, checking that the loss
 --                  goes down:  make && retort run NAME_test.lua
@@ -20,7 +23,8 @@ local USAGE = [[
 usage: retort new loss NAME [--dir PARENT]
 
 Writes PARENT/NAME/ (default ./NAME/): NAME.c, a Makefile and NAME_test.lua.
-Then:  cd NAME && make && retort run NAME_test.lua]]
+Then:  cd NAME && make && retort run NAME_test.lua
+The Makefile builds against the headers of the retort that wrote it.]]
 
 local C_SOURCE = [[
 /*
@@ -139,15 +143,16 @@ RT_EXPORT const rt_plugin_desc *const *rt_plugin_init(const rt_api *host, char *
 ]]
 
 local MAKEFILE = [[
-# Builds @NAME@.so.  The header rt_plugin.h comes from RETORT_INCLUDE when
-# it is given (an install's include/retort, or a retort source tree's core/),
-# else from pkg-config (retort.pc, written by retort's `make install`), else
-# from /usr/local/include/retort.
-#   make                                   # installed retort
-#   make RETORT_INCLUDE=/path/to/retort/core
+# Builds @NAME@.so.  The header rt_plugin.h comes from RETORT_INCLUDE: by
+# default the headers of the retort that wrote this file, else (when that
+# is empty) from pkg-config (retort.pc, written by retort's `make install`),
+# else from /usr/local/include/retort.
+#   make
+#   make RETORT_INCLUDE=/path/to/prefix/include/retort
 # Plugins link nothing but libm: everything else arrives through rt_api,
 # and -z defs turns a stray reference to a retort symbol into a link error.
-ifdef RETORT_INCLUDE
+RETORT_INCLUDE ?= @INCLUDE@
+ifneq ($(RETORT_INCLUDE),)
 RETORT_CFLAGS := -I$(RETORT_INCLUDE)
 else
 RETORT_CFLAGS := $(shell pkg-config --cflags retort 2>/dev/null || echo -I/usr/local/include/retort)
@@ -203,6 +208,26 @@ print(("training: loss %.4f after epoch 1, %.4f after epoch %d; agreement with t
 assert(last < first, "the loss did not go down")
 print("@NAME@: ok")
 ]]
+
+-- Where this retort lives: <prefix> of <prefix>/lib/retort/plugins (an
+-- install, or a build folder, which is laid out the same), its include
+-- folder if it has rt_plugin.h, and how to call its command: `retort` when
+-- that is the first one on PATH, else its full path.
+local function whereabouts()
+  local prefix = rt.plugin_dir():match("^(.*)/lib/retort/plugins$")
+  if not prefix then return "", "retort" end
+  local inc = prefix .. "/include/retort"
+  if not rt.exists(inc .. "/rt_plugin.h") then inc = "" end
+  local cmd = prefix .. "/bin/retort"
+  if not rt.exists(cmd) then return inc, "retort" end
+  for dir in (os.getenv("PATH") or ""):gmatch("[^:]+") do
+    if rt.exists(dir .. "/retort") then
+      if dir == prefix .. "/bin" then cmd = "retort" end
+      break
+    end
+  end
+  return inc, cmd
+end
 
 local function write(path, text)
   local f, err = io.open(path, "wb")
@@ -260,12 +285,13 @@ local function main(args)
   if rt.exists(dir) then error(("%s exists already: not overwriting it"):format(dir), 0) end
   local ok, err = rt.mkdir(dir)
   if not ok then error(err, 0) end
-  local function fill(t) return (t:gsub("@NAME@", name)) end
+  local include, command = whereabouts()
+  local function fill(t) return (t:gsub("@NAME@", name):gsub("@INCLUDE@", (include:gsub("%%", "%%%%")))) end
   write(dir .. "/" .. name .. ".c", fill(C_SOURCE))
   write(dir .. "/Makefile", fill(MAKEFILE))
   write(dir .. "/" .. name .. "_test.lua", fill(TEST_RECIPE))
   print(("wrote %s/: %s.c, Makefile, %s_test.lua"):format(dir, name, name))
-  print(("next:  cd %s && make && retort run %s_test.lua"):format(dir, name))
+  print(("next:  cd %s && make && %s run %s_test.lua"):format(dir, command, name))
   return 0
 end
 

@@ -83,6 +83,20 @@ T.test("retort gradcheck --lua: a Lua loss passes, a broken one fails with exit 
   T.check(rc == 1 and out:find("loss 'sq_logits': forward", 1, true), out)
 end)
 
+T.test("retort gradcheck --lua: boolean and string --opt values reach a loss the file made", function()
+  write(tmp .. "/flags.lua", [[
+local rt = require "retort"
+return rt.lua_loss{ name = "flags", needs_teacher = true,
+  options = { negate = false, how = "plain" },
+  forward = function(s, t, y, ctx)
+    assert(ctx.opts.negate == true and ctx.opts.how == "sq", "options did not arrive")
+    return ((s - t):square()):sum() / s:size(1) end,
+  backward = function(s, t, y, ctx) return (s - t) * (2 / s:size(1)) end }
+]])
+  local rc, out = sh(RETORT .. " gradcheck --lua " .. tmp .. "/flags.lua --opt negate=true --opt how=sq")
+  T.check(rc == 0 and out:find("PASS", 1, true), out)
+end)
+
 T.test("retort new loss: refuses bad names, built-in names and existing folders", function()
   local rc, out = sh(RETORT .. " new loss Bad-Name --dir " .. tmp)
   T.check(rc == 1 and out:find("not a plugin name", 1, true), out)

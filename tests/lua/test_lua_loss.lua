@@ -252,4 +252,28 @@ T.test("schedules: linear_warmup and steps by hand", function()
   T.raises(function() rt.schedule.steps{ values = { 1 }, evry = 1 } end, "did you mean 'every'")
 end)
 
+T.test("boolean and string options of a Lua loss: given at creation, changed by set, checked by type", function()
+  local seen
+  local l = rt.lua_loss({ name = "opt_kinds", needs_teacher = false,
+    options = { squared = true, mode = "sum", scale = 2 },
+    forward = function(s, t, y, ctx) seen = { ctx.opts.squared, ctx.opts.mode, ctx.opts.scale }; return 0 end,
+    backward = function(s) return s * 0 end }, { mode = "mean" })
+  local s = rt.tensor{ { 1, 2 }, { 3, 4 } }
+  l:forward(s)
+  T.check(seen[1] == true and seen[2] == "mean" and seen[3] == 2, "at creation: " .. rt.json_encode(seen))
+  T.check(l:set("squared", false) == l and l:set("mode", "max") == l, "set returns the loss")
+  l:set("scale", 3)
+  l:forward(s)
+  T.check(seen[1] == false and seen[2] == "max" and seen[3] == 3, "after set: " .. rt.json_encode(seen))
+  T.raises(function() l:set("squared", "no") end, "option 'squared' takes a boolean, got a string")
+  T.raises(function() l:set("mode", true) end, "option 'mode' takes a string, got a boolean")
+  T.raises(function() l:set("scale", false) end, "option 'scale' takes a number, got a boolean")
+  T.raises(function() l:set("squared", 1) end, "option 'squared' is a bool")
+  T.raises(function() l:set("squard", false) end, "unknown option 'squard'", "did you mean 'squared'")
+  T.raises(function() rt.loss("kd"):set("t2", false) end,
+    "loss 'kd': option 't2' is a boolean, and only number options change after creation")
+  T.raises(function() rt.lua_loss{ name = "bad_opt", forward = print, backward = print, options = { f = {} } } end,
+    "option 'f' needs a default number, boolean or string")
+end)
+
 T.done("test_lua_loss.lua")
