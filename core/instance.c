@@ -259,22 +259,39 @@ rt_status rt_loss_backward(rt_instance *l, rt_ctx *ctx, const rt_loss_in *in, fl
 
 /* The options JSON with one number option replaced: a new string (free
  * it), or NULL when out of memory. */
-static char *options_with(const char *json, const char *name, double value)
+/* A copy of the options JSON with `name` set to `value` (taken over: freed
+ * on failure).  NULL when out of memory or the JSON does not parse. */
+static char *options_with_item(const char *json, const char *name, cJSON *value)
 {
-    cJSON *root = cJSON_Parse(json);
-    if (!root) return NULL;
-    char *out = NULL;
-    cJSON *item = cJSON_GetObjectItemCaseSensitive(root, name);
-    if (item) {
-        cJSON_SetNumberValue(item, value);
-        out = cJSON_PrintUnformatted(root);
-    } else {
-        cJSON *num = cJSON_CreateNumber(value);
-        if (num && cJSON_AddItemToObject(root, name, num)) out = cJSON_PrintUnformatted(root);
-        else cJSON_Delete(num);
+    cJSON *root = value ? cJSON_Parse(json) : NULL;
+    if (!root) {
+        cJSON_Delete(value);
+        return NULL;
     }
+    char *out = NULL;
+    if (cJSON_GetObjectItemCaseSensitive(root, name) ? cJSON_ReplaceItemInObjectCaseSensitive(root, name, value)
+                                                     : cJSON_AddItemToObject(root, name, value))
+        out = cJSON_PrintUnformatted(root);
+    else
+        cJSON_Delete(value);
     cJSON_Delete(root);
     return out;
+}
+
+static char *options_with(const char *json, const char *name, double value)
+{
+    return options_with_item(json, name, cJSON_CreateNumber(value));
+}
+
+rt_status rt_instance_record_option(rt_instance *i, rt_ctx *ctx, const char *name, const char *value_json)
+{
+    cJSON *v = cJSON_ParseWithOpts(value_json, NULL, 1);
+    if (!v && value_json) return rt_error(ctx, RT_STATUS_ERR_ARG, "option '%s': value is not JSON", name);
+    char *json = options_with_item(i->options, name, v);
+    if (!json) return rt_error(ctx, RT_STATUS_ERR_NOMEM, "option '%s': out of memory", name);
+    free(i->options);
+    i->options = json;
+    return RT_STATUS_OK;
 }
 
 /* The instance's options JSON follows set(), so that what a manifest

@@ -429,6 +429,12 @@ rt_status rt_loss_backward(rt_instance *l, rt_ctx *ctx, const rt_loss_in *in,
                            float scale, rt_tensor *grad);
 rt_status rt_loss_set(rt_instance *l, rt_ctx *ctx, const char *name,
                       double value);
+/* Records `name` = value_json (a JSON value, e.g. "true" or "\"x\"") in the
+ * instance's options JSON without calling the plugin: for options the
+ * caller changed itself (a Lua loss's boolean and string options), so that
+ * rt_instance_options() reports the value in force.  On error (value not
+ * JSON, out of memory) the recorded options are unchanged. */
+rt_status rt_instance_record_option(rt_instance *i, rt_ctx *ctx, const char *name, const char *value_json);
 /* Parameters of a student or teacher (teacher: may be 0).  Borrowed. */
 int rt_instance_params(rt_instance *i, rt_param *out, int max);
 /* How many parameters rt_instance_params would list. */

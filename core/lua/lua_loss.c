@@ -41,6 +41,7 @@
  * instance's destroy: the descriptor outlives the instance as
  * rt_instance_from_desc requires.
  */
+#include <cJSON.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -494,6 +495,19 @@ int rtL_loss_set_value(lua_State *L)
     lua_rawgeti(L, LUA_REGISTRYINDEX, l->opts_ref);
     lua_pushvalue(L, 3);
     lua_setfield(L, -2, name);
+    /* options_json() follows: the value as JSON (a boolean or a string) */
+    rt_ctx *ctx = rtL_S(L)->ctx;
+    if (t == LUA_TBOOLEAN) {
+        if (rt_instance_record_option(u->i, ctx, name, lua_toboolean(L, 3) ? "true" : "false")) return rtL_fail(L);
+    } else {
+        cJSON *js = cJSON_CreateString(lua_tostring(L, 3));
+        char *txt = js ? cJSON_PrintUnformatted(js) : NULL;
+        cJSON_Delete(js);
+        rt_status st = txt ? rt_instance_record_option(u->i, ctx, name, txt)
+                           : rt_error(ctx, RT_STATUS_ERR_NOMEM, "option '%s': out of memory", name);
+        free(txt);
+        if (st) return rtL_fail(L);
+    }
     lua_settop(L, 1);
     return 1;
 }

@@ -265,6 +265,8 @@ T.test("boolean and string options of a Lua loss: given at creation, changed by 
   l:set("scale", 3)
   l:forward(s)
   T.check(seen[1] == false and seen[2] == "max" and seen[3] == 3, "after set: " .. rt.json_encode(seen))
+  local o = rt.json_decode(l:options_json())
+  T.check(o.squared == false and o.mode == "max" and o.scale == 3, "options_json follows set: " .. l:options_json())
   T.raises(function() l:set("squared", "no") end, "option 'squared' takes a boolean, got a string")
   T.raises(function() l:set("mode", true) end, "option 'mode' takes a string, got a boolean")
   T.raises(function() l:set("scale", false) end, "option 'scale' takes a number, got a boolean")
