@@ -200,8 +200,8 @@ T.test("summary, report, compare, info and eval", function()
   T.check(ok and rt.exists(dir .. "/kd/report.html"), "single-run report: " .. out)
 
   out, ok = run_cmd(retort .. " compare " .. dir .. " " .. dir .. "/teacher --markdown")
-  T.check(ok and out:match("| run +| +model | test acc %%") and out:match("| +teacher |") and out:match("| +kd |"),
-    "compare --markdown: " .. out)
+  T.check(ok and out:match("| run +| +recipe +| +model +| test acc %%") and out:match("| +test_run_folder/teacher |")
+    and out:match("| +test_run_folder/kd | mlp 784%-16%-10 |"), "compare --markdown: " .. out)
   local acc = ("%.2f"):format(100 * s.models[2].eval.accuracy)
   T.check(out:find(acc, 1, true), "compare shows the student's accuracy " .. acc)
 
