@@ -40,7 +40,9 @@ broken_links() { # root, file list
     while IFS= read -r f; do
         case "$f" in *.md) ;; *) continue ;; esac
         dir=$(dirname "$f")
-        grep -oE '\]\([^)[:space:]]+\)' "$root/$f" | sed -E 's/^\]\(//; s/\)$//' | while IFS= read -r target; do
+        # links outside code: fenced blocks and `inline code` are skipped
+        awk '/^[[:space:]]*```/ { code = !code; next } !code' "$root/$f" | sed -E 's/`[^`]*`//g' |
+            grep -oE '\]\([^)[:space:]]+\)' | sed -E 's/^\]\(//; s/\)$//' | while IFS= read -r target; do
             case "$target" in http://*|https://*|mailto:*|'#'*) continue ;; esac
             path=${target%%#*}
             # resolved against the file's folder; must stay inside the root
@@ -63,8 +65,9 @@ else bad "broken or outside links:"; echo "$links" | head -n 20 | sed 's/^/    /
 # Controls
 mkdir -p "$tmp/ctl/docs"
 printf 'see ../shared/notes/losses.md\n' >"$tmp/ctl/a.c"
-printf '# x\n[ok](../README.md) [gone](missing.md) [out](../../../etc/passwd) [web](https://example.org)\n' \
-    >"$tmp/ctl/docs/b.md"
+printf '# x\n[ok](../README.md) [gone](missing.md) [out](../../../etc/passwd) [web](https://example.org)\n%s\n%s\n%s\n' \
+    '`a[0](x)` in code' '```' 'layers[-1](x)' >"$tmp/ctl/docs/b.md"
+printf '```\n' >>"$tmp/ctl/docs/b.md"
 printf 'README.md\n' >"$tmp/ctl/README.md"
 n=$(printf '%s\n' "$tmp/ctl/a.c" | outside_refs | wc -l)
 [ "$n" = 1 ] && ok "control: a reference to ../shared is caught" || bad "control: ../shared not caught ($n)"
