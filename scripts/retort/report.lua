@@ -3,7 +3,10 @@
 -- rt.report(dir [, {out = path, title = "..."}]) -> path of the page.
 -- dir is either a run folder (manifest.json, metrics.jsonl, eval.json: one
 -- model) or a folder with summary.json (rt.summarize: several models side
--- by side, each naming its run sub-folder).  The page is one file: inline
+-- by side, each naming its run sub-folder), or a list of such folders:
+-- one page for all of them (runs.lua; `out` is then required).
+-- Everything read from the folders is escaped once, in M.html (see
+-- `escaped`), never by the drawing code.  The page is one file: inline
 -- CSS and SVG, no script, no font or image from anywhere, so it opens
 -- offline and makes no network request (tests/check_report.sh proves it in
 -- Chromium).
