@@ -140,6 +140,9 @@ probe() { # page -> "found N ..."
 for page in "${pages[@]}"; do
     name=$(basename "$(dirname "$page")")/$(basename "$page")
     if grep -qi '<script' "$page"; then bad "$name: the HTML has a <script>"; else ok "$name: no <script> in the HTML"; fi
+    ids=$(grep -o ' id="[^"]*"' "$page" | grep -vE '^ id="[A-Za-z0-9_.-]+"$' | head -n 3)
+    if [ -z "$ids" ]; then ok "$name: every id is made of [A-Za-z0-9_.-] ($(grep -o ' id="' "$page" | wc -l) ids)"
+    else bad "$name: ids with other characters: $ids"; fi
     got=$(probe "$page")
     if [ "$got" = "found 0 " ]; then ok "$name: in Chromium no script element, no on* handler, no javascript: URL"
     else bad "$name: in Chromium: '${got:-no answer}'"; fi
