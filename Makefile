@@ -2,7 +2,8 @@
 #
 #   make            build everything into build/ (laid out like an install)
 #   make deps       apt-get what is missing (does nothing when all is there);
-#                   make deps-test adds the test tools (chromium, strace)
+#                   make deps-test adds the test tools (chromium, strace,
+#                   python3-numpy)
 #   make demo       deps + build + the Fashion-MNIST distillation
 #   make test       deps + build + every test (prints "N passed, N failed")
 #   make test SAN=1 the same under AddressSanitizer + UBSan, in build-san/
@@ -66,11 +67,11 @@ BENCH_SRC := $(wildcard bench/*.c)
 BENCHES  := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
 # What building and running need; the tests need TEST_PKGS too (a browser
-# for the report check, strace for I/O fault injection): `make demo` does
-# not pull them in.
+# for the report check, strace for I/O fault injection, Debian's numpy for
+# the PyTorch-interop check): `make demo` does not pull them in.
 DEPS_PKGS := build-essential pkg-config liblua5.4-dev lua5.4 libopenblas-dev \
              libcjson-dev zlib1g-dev dataset-fashion-mnist
-TEST_PKGS := chromium strace
+TEST_PKGS := chromium strace python3-numpy
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all deps deps-test demo test check bench fuzz install uninstall clean check-plugins

@@ -3,7 +3,7 @@
  * create, defaults filled in, and the getters plugins use (through rt_api).
  *
  * Options travel as JSON text (the Lua table is converted in core/lua/).
- * cJSON is lenient where we must not be (rules in reliability.md): keys are
+ * cJSON is lenient where we must not be (rules in docs/reliability.md): keys are
  * looked up case-sensitively, duplicate keys are refused, trailing bytes
  * after the JSON are refused.
  */

@@ -8,8 +8,8 @@
  * data: each tensor's bytes, little-endian, row-major, at data_offsets
  * relative to byte 8 + H.
  *
- * The reader follows the reference implementation's rules (notes/
- * reliability.md, rule 4) and validates the whole header against the file
+ * The reader follows the reference implementation's rules (docs/
+ * reliability.md, "safetensors, strictly") and validates the whole header against the file
  * size before it allocates a tensor.  cJSON is lenient where the format is
  * not (duplicate keys, \u0000 in keys, trailing garbage), so those are
  * checked here.  Tensor bytes are copied as they are: this file assumes a

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Crash consistency (reliability.md): kill -9 a training run at random
+# Crash consistency (docs/reliability.md): kill -9 a training run at random
 # moments, then resume it.  Pass: every checkpoint left behind loads (none
 # is torn), and the resumed run ends with parameters bit-identical to a run
 # that was never interrupted.  Prints "N passed, N failed".

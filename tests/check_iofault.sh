@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# I/O faults in the checkpoint write (reliability.md), injected with strace:
+# I/O faults in the checkpoint write (docs/reliability.md), injected with strace:
 # ENOSPC on write, EIO on fsync, EIO on rename.  Pass: the run fails with an
 # error naming the file, the previous checkpoint is byte-identical and
 # still loads, and no temp file is left beside it.  "N passed, N failed".

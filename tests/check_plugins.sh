@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# check_plugins.sh -- plugins link nothing of the host (DESIGN.md, "Plugins"):
+# check_plugins.sh -- plugins link nothing of the host (docs/abi.md):
 # for every .so in the built-in plugin folder, `nm -D --undefined-only` must
 # show no symbol of the retort core (rt_*), Lua (lua_*, luaL_*, luaopen_*),
 # BLAS (cblas_*, openblas*, sgemm*), cJSON or zlib.  Everything a plugin

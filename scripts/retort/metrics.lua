@@ -215,7 +215,10 @@ end
 -- Evaluates every model on `data` (agreement, KL and JS against the model
 -- named by `teacher`), measures its size and latency, and writes
 -- out/summary.json, the file `retort report out` draws a multi-model report
--- from.  Returns the summary table.
+-- from: eval_data and eval_teacher (the provenance of the data and of the
+-- teacher every model was measured on), and per model its name, role, run
+-- folder, eval, size, latency, and speed-up and compression against the
+-- teacher.  Returns the summary table.
 function rt.summarize(o)
   util.check_keys(o, { out = 1, data = 1, teacher = 1, models = 1, latency = 1, quiet = 1, title = 1, note = 1 },
     "rt.summarize", 2)
@@ -224,7 +227,7 @@ function rt.summarize(o)
     if m.name == o.teacher then teacher = m.model end
   end
   local s = { format = "retort.summary/1", title = o.title, note = o.note, created = utc_now(), teacher = o.teacher,
-              eval_data = rt.data_provenance(o.data), models = {} }
+              eval_data = rt.data_provenance(o.data), eval_teacher = rt.model_provenance(teacher), models = {} }
   for _, m in ipairs(o.models) do
     local t = (m.model ~= teacher) and teacher or nil
     local e = rt.evaluate(m.model, o.data, { teacher = t, quiet = o.quiet, label = "evaluate " .. m.name })

@@ -3,7 +3,10 @@
 -- rt.report(dir [, {out = path, title = "..."}]) -> path of the page.
 -- dir is either a run folder (manifest.json, metrics.jsonl, eval.json: one
 -- model) or a folder with summary.json (rt.summarize: several models side
--- by side, each naming its run sub-folder).  The page is one file: inline
+-- by side, each naming its run sub-folder), or a list of such folders:
+-- one page for all of them (runs.lua; `out` is then required).
+-- Everything read from the folders is escaped once, in M.html (see
+-- `escaped`), never by the drawing code.  The page is one file: inline
 -- CSS and SVG, no script, no font or image from anywhere, so it opens
 -- offline and makes no network request (tests/check_report.sh proves it in
 -- Chromium).
@@ -58,6 +61,9 @@ function M.load(dir)
   if s then
     for _, m in ipairs(s.models) do
       if m.run then m.rundata = load_run(dir .. "/" .. m.run) end
+      -- what this model's figures were measured on (runs.lua compares them)
+      m.eval_data = s.eval_data
+      if m.name ~= s.teacher then m.eval_teacher = s.eval_teacher end
     end
     return s
   end
@@ -69,6 +75,7 @@ function M.load(dir)
   local e = run.eval or man.result or {}
   local name = man.name or "model"
   local m = { name = name, role = man.teacher and "student" or "model", run = ".", rundata = run, eval = e,
+              eval_data = man.data and man.data.eval, eval_teacher = man.eval_teacher or man.teacher,
               size = { params = man.student and man.student.params, flops = man.student and man.student.flops,
                        disk_bytes = rt.file_size(dir .. "/best.safetensors") } }
   return { title = name, created = man.finished or man.started, models = { m },
@@ -81,6 +88,27 @@ local function esc(s)
   return (tostring(s):gsub("[&<>\"']", { ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&quot;",
                                          ["'"] = "&#39;" }))
 end
+
+-- The one place values from files enter the page: M.html renders a copy
+-- of the summary in which every string, key or value, at any depth, has
+-- been through esc.  The drawing code below therefore interpolates what it
+-- is given as is, in text, attributes and ids alike, and must not escape
+-- again; its own literals contain no markup characters.
+local function escaped(v, seen)
+  if type(v) == "string" then return esc(v) end
+  if type(v) ~= "table" then return v end
+  seen = seen or {}
+  if seen[v] then return seen[v] end
+  local c = {}
+  seen[v] = c
+  for k, x in pairs(v) do c[escaped(k, seen)] = escaped(x, seen) end
+  return c
+end
+M.escaped = escaped
+
+-- An id from a (escaped) name: letters, digits, '_', '.' and '-'; each
+-- other byte becomes '-'.
+local function slug(s) return (tostring(s):gsub("[^%w_.%-]", "-")) end
 
 local function num(v, digits)
   if type(v) ~= "number" then return "–" end
@@ -121,13 +149,17 @@ M.format = { esc = esc, num = num, pct = pct, int = int, si = si, bytes = bytes,
 -- terms get their own palette.  All saturated: the Chromium check counts
 -- saturated pixels as marks.
 local ROLE_COLOURS = { teacher = "#3b6fb6", baseline = "#e8862a" }
-local STUDENT_COLOURS = { "#2f9e5b", "#c23b8a", "#7a52c7", "#1f9fb0", "#b8860b" }
+local STUDENT_COLOURS = { "#2f9e5b", "#c23b8a", "#7a52c7", "#1f9fb0", "#b8860b", "#d9463b", "#5a8f00", "#8c564b" }
 local TERM_COLOURS = { "#d9463b", "#2b8cbe", "#8c6bb1", "#e69a00", "#1a9850", "#c51b7d" }
 
 local function model_colours(models)
-  local c, k = {}, 0
+  local c, k, taken = {}, 0, {}
   for _, m in ipairs(models) do
-    if ROLE_COLOURS[m.role] then c[m.name] = ROLE_COLOURS[m.role]
+    -- a role's colour goes to its first model: several runs on one page
+    -- each keep a colour of their own
+    if ROLE_COLOURS[m.role] and not taken[m.role] then
+      c[m.name] = ROLE_COLOURS[m.role]
+      taken[m.role] = true
     else
       k = k + 1
       c[m.name] = STUDENT_COLOURS[(k - 1) % #STUDENT_COLOURS + 1]
@@ -166,7 +198,7 @@ local PAD = { l = 58, r = 16, t = 14, b = 44 }
 
 local function svg_open(w, h, label)
   return ('<svg viewBox="0 0 %d %d" width="%d" height="%d" role="img" aria-label="%s" '
-    .. 'xmlns="http://www.w3.org/2000/svg">'):format(w, h, w, h, esc(label))
+    .. 'xmlns="http://www.w3.org/2000/svg">'):format(w, h, w, h, tostring(label))
 end
 
 -- Axes with grid lines; returns the svg text and the two scale functions.
@@ -200,11 +232,11 @@ local function axes(o)
   out[#out + 1] = ('<line class="axis" x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f"/>'):format(pl, pl, pt, pb)
   if o.xlabel then
     out[#out + 1] = ('<text class="label" x="%.1f" y="%d" text-anchor="middle">%s</text>'):format((pl + pr) / 2,
-      H - 6, esc(o.xlabel))
+      H - 6, tostring(o.xlabel))
   end
   if o.ylabel then
     out[#out + 1] = ('<text class="label" transform="translate(14 %.1f) rotate(-90)" text-anchor="middle">%s</text>')
-      :format((pt + pb) / 2, esc(o.ylabel))
+      :format((pt + pb) / 2, tostring(o.ylabel))
   end
   return table.concat(out), sx, sy
 end
@@ -214,14 +246,14 @@ local function legend(items)
   for _, it in ipairs(items) do
     out[#out + 1] = ('<span><i style="background:%s%s"></i>%s</span>'):format(it.colour,
       it.dash and ";background:repeating-linear-gradient(90deg," .. it.colour .. " 0 5px,transparent 5px 8px)" or "",
-      esc(it.label))
+      tostring(it.label))
   end
   out[#out + 1] = "</div>"
   return table.concat(out)
 end
 
 local function figure(id, title, body, note, legend_html)
-  return ('<figure class="chart" id="chart-%s"><figcaption>%s</figcaption>%s%s%s</figure>'):format(id, esc(title),
+  return ('<figure class="chart" id="chart-%s"><figcaption>%s</figcaption>%s%s%s</figure>'):format(slug(id), tostring(title),
     legend_html or "", body, note and ('<p class="note">' .. note .. "</p>") or "")
 end
 
@@ -296,7 +328,7 @@ local function bar_chart(o)
   end
   if o.xlabel then
     out[#out + 1] = ('<text class="label" x="%.1f" y="%d" text-anchor="middle">%s</text>'):format((x0 + x1) / 2,
-      h - 4, esc(o.xlabel))
+      h - 4, tostring(o.xlabel))
   end
   out[#out + 1] = '<g class="marks">'
   for i, it in ipairs(o.items) do
@@ -315,15 +347,15 @@ local function bar_chart(o)
   for i, it in ipairs(o.items) do
     local y = PAD.t + (i - 1) * rowh + 6 + (rowh - 12) / 2 + 4
     out[#out + 1] = ('<text class="barlabel" x="%d" y="%.1f" text-anchor="end">%s</text>'):format(lw - 8, y,
-      esc(it.label))
+      tostring(it.label))
     -- the value after the bar, or inside a long bar where it would not fit
     local xe = sx(it.value or 0)
     if xe > x0 + 0.62 * (x1 - x0) then
       out[#out + 1] = ('<text class="value inside" x="%.1f" y="%.1f" text-anchor="end">%s</text>'):format(xe - 8, y,
-        esc(it.text or ""))
+        tostring(it.text or ""))
     else
       out[#out + 1] = ('<text class="value" x="%.1f" y="%.1f">%s</text>'):format(sx(it.whisker or it.value or 0) + 6,
-        y, esc(it.text or ""))
+        y, tostring(it.text or ""))
     end
   end
   out[#out + 1] = ('<line class="axis" x1="%d" x2="%d" y1="%d" y2="%d"/>'):format(x0, x0, PAD.t, bottom)
@@ -353,8 +385,8 @@ local function heatmap(o)
       g = math.floor(255 + (base[2] - 255) * a + 0.5)
       b = math.floor(255 + (base[3] - 255) * a + 0.5)
       out[#out + 1] = ('<rect x="%d" y="%d" width="%d" height="%d" fill="rgb(%d,%d,%d)"><title>%s → %s: %d</title></rect>')
-        :format(lw + (j - 1) * cell, top + (i - 1) * cell, cell - 1, cell - 1, r, g, b, esc(o.labels[i]),
-          esc(o.labels[j]), cm[i][j])
+        :format(lw + (j - 1) * cell, top + (i - 1) * cell, cell - 1, cell - 1, r, g, b, tostring(o.labels[i]),
+          tostring(o.labels[j]), cm[i][j])
       if cell >= 24 and cm[i][j] > 0 then
         out[#out + 1] = ('<text class="cell" x="%.1f" y="%.1f" text-anchor="middle" fill="%s">%d</text>'):format(
           lw + (j - 0.5) * cell, top + (i - 0.5) * cell + 3.5, a > 0.55 and "#ffffff" or "#333333", cm[i][j])
@@ -364,9 +396,9 @@ local function heatmap(o)
   out[#out + 1] = "</g>"
   for i = 1, C do
     out[#out + 1] = ('<text class="tick" x="%d" y="%.1f" text-anchor="end">%s</text>'):format(lw - 5,
-      top + (i - 0.5) * cell + 4, esc(o.labels[i]))
+      top + (i - 0.5) * cell + 4, tostring(o.labels[i]))
     out[#out + 1] = ('<text class="tick" transform="translate(%.1f %d) rotate(-55)" text-anchor="end">%s</text>')
-      :format(lw + (i - 0.5) * cell + 3, top + C * cell + 6, esc(o.labels[i]))
+      :format(lw + (i - 0.5) * cell + 3, top + C * cell + 6, tostring(o.labels[i]))
   end
   out[#out + 1] = ('<text class="label" x="%d" y="14">true label ↓  predicted →</text>'):format(lw)
   out[#out + 1] = "</svg>"
@@ -498,11 +530,12 @@ end
 
 local function speed_size_charts(s, colours)
   local lat, thr, size = {}, {}, {}
-  local runs
+  local runs, L -- L: the first model's latency record (a page of several runs may mix)
   for _, m in ipairs(s.models) do
     local l = m.latency
     if l then
       runs = l.runs
+      L = L or l
       lat[#lat + 1] = { label = m.name, value = l.p50_ms * 1e3, whisker = l.p95_ms * 1e3, colour = colours[m.name],
                         text = ("%.1f / %.1f µs"):format(l.p50_ms * 1e3, l.p95_ms * 1e3) }
       thr[#thr + 1] = { label = m.name, value = l.throughput, colour = colours[m.name],
@@ -520,12 +553,12 @@ local function speed_size_charts(s, colours)
                                xlabel = "microseconds (bar: p50, whisker: p95)",
                                note = ("p50 and p95 over %d timed runs after %d warm-up runs, each a forward of one "
                                  .. "sample, measured in one process on %s with %s BLAS thread(s)."):format(runs,
-                                 s.models[1].latency.warmup or 0, esc(s.models[1].latency.blas or "?"),
-                                 tostring(s.models[1].latency.threads or "?")) }
-    out[#out + 1] = bar_chart{ id = "throughput", title = ("Throughput at batch %d"):format(s.models[1].latency.batch),
+                                 L.warmup or 0, tostring(L.blas or "?"),
+                                 tostring(L.threads or "?")) }
+    out[#out + 1] = bar_chart{ id = "throughput", title = ("Throughput at batch %d"):format(L.batch),
                                items = thr, xlabel = "samples per second", tickfmt = function(v) return si(v, "") end,
                                note = ("median of %d timed forwards of a full batch"):format(
-                                 s.models[1].latency.batch_runs or 0) }
+                                 L.batch_runs or 0) }
   end
   if #size > 0 then
     out[#out + 1] = bar_chart{ id = "size", title = "Size: parameters", items = size, xlabel = "parameters",
@@ -588,14 +621,14 @@ local function per_class_chart(s, colours)
         local x = pl + (c - 1) * gw + (gw - bw * #ms) / 2 + (k - 1) * bw
         local y = pb - (pb - pt) * v
         out[#out + 1] = ('<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"><title>%s, %s: %.2f%%</title>'
-          .. '</rect>'):format(x, y, bw - 2, pb - y, colours[m.name], esc(m.name), esc(labels[c]), 100 * v)
+          .. '</rect>'):format(x, y, bw - 2, pb - y, colours[m.name], tostring(m.name), tostring(labels[c]), 100 * v)
       end
     end
   end
   out[#out + 1] = "</g>"
   for c = 1, C do
     out[#out + 1] = ('<text class="tick" x="%.1f" y="%d" text-anchor="middle">%s</text>'):format(pl + (c - 0.5) * gw,
-      pb + 18, esc(labels[c]))
+      pb + 18, tostring(labels[c]))
   end
   out[#out + 1] = ('<line class="axis" x1="%d" x2="%d" y1="%d" y2="%d"/>'):format(pl, pr, pb, pb)
   out[#out + 1] = "</svg>"
@@ -607,8 +640,8 @@ end
 local function results_table(s, colours)
   local cols = {
     { "model", function(m) return ('<span class="dot" style="background:%s"></span>%s'):format(colours[m.name],
-      esc(m.name)) end, true },
-    { esc(eval_name(s)) .. " acc", function(m) return pct(m.eval and m.eval.accuracy) end },
+      tostring(m.name)) end, true },
+    { eval_name(s) .. " acc", function(m) return pct(m.eval and m.eval.accuracy) end },
     { "top-5", function(m) return pct(m.eval and m.eval.top5) end },
     { "agreement", function(m) return pct(m.eval and m.eval.agreement) end },
     { "KL(t‖s)", function(m) return num(m.eval and m.eval.kl, 4) end },
@@ -624,6 +657,14 @@ local function results_table(s, colours)
     { "speed-up", function(m) return times(m.speedup) end },
     { "compression", function(m) return times(m.compression) end },
   }
+  -- a column no model has a value for is left out (a run folder has no latency)
+  local shown = {}
+  for i, c in ipairs(cols) do
+    local any = c[3]
+    for _, m in ipairs(s.models) do any = any or c[2](m) ~= "–" end
+    if any then shown[#shown + 1] = cols[i] end
+  end
+  cols = shown
   local out = { '<div class="tablewrap"><table class="results"><thead><tr>' }
   for _, c in ipairs(cols) do out[#out + 1] = ("<th%s>%s</th>"):format(c[3] and ' class="l"' or "", c[1]) end
   out[#out + 1] = "</tr></thead><tbody>"
@@ -646,16 +687,16 @@ local function cards(s, colours)
   local out = { '<div class="cards">' }
   local function card(label, value, sub)
     out[#out + 1] = ('<div class="card"><div class="k">%s</div><div class="v">%s</div><div class="s">%s</div></div>')
-      :format(esc(label), value, sub or "")
+      :format(tostring(label), value, sub or "")
   end
   local e = best.eval or {}
   card(("%s: %s accuracy"):format(best.name, eval_name(s)), pct(e.accuracy),
     t and t.eval and ("teacher " .. pct(t.eval.accuracy)) or "")
   if e.agreement then card("agreement with the teacher", pct(e.agreement), "KL " .. num(e.kl, 4) .. ", JS " ..
     num(e.js, 4)) end
-  if best.speedup then card("speed-up (p50, batch 1)", times(best.speedup), ("%s vs %s µs"):format(
+  if best.speedup and t and t.latency then card("speed-up (p50, batch 1)", times(best.speedup), ("%s vs %s µs"):format(
     num(best.latency.p50_ms * 1e3, 1), num(t.latency.p50_ms * 1e3, 1))) end
-  if best.compression then card("compression (parameters)", times(best.compression), ("%s vs %s"):format(
+  if best.compression and t and t.size then card("compression (parameters)", times(best.compression), ("%s vs %s"):format(
     si(best.size.params, ""), si(t.size.params, ""))) end
   out[#out + 1] = "</div>"
   return table.concat(out)
@@ -687,7 +728,7 @@ local function value_html(v)
     if math.type(v) == "float" and v ~= math.floor(v) then return ("%.6g"):format(v) end
     return ("%d"):format(v)
   end
-  local s = esc(tostring(v))
+  local s = tostring(tostring(v))
   if s:match("^%x+$") and #s == 64 then return '<code class="hash">' .. s .. "</code>" end
   return s
 end
@@ -697,7 +738,7 @@ local function manifest_section(s)
   if s.eval_data then
     local rows = flatten(s.eval_data, "")
     local t = { '<details open><summary>evaluation data (all figures above)</summary><table class="kv">' }
-    for _, r in ipairs(rows) do t[#t + 1] = ("<tr><th>%s</th><td>%s</td></tr>"):format(esc(r[1]), value_html(r[2])) end
+    for _, r in ipairs(rows) do t[#t + 1] = ("<tr><th>%s</th><td>%s</td></tr>"):format(tostring(r[1]), value_html(r[2])) end
     t[#t + 1] = "</table></details>"
     out[#out + 1] = table.concat(t)
   end
@@ -706,9 +747,9 @@ local function manifest_section(s)
     if man then
       local rows = flatten(man, "")
       local t = { ('<details%s><summary>%s: manifest.json (%s)</summary><table class="kv">'):format(
-        #s.models <= 3 and " open" or "", esc(m.name), esc(m.rundata.dir .. "/manifest.json")) }
+        #s.models <= 3 and " open" or "", tostring(m.name), tostring(m.rundata.dir .. "/manifest.json")) }
       for _, r in ipairs(rows) do
-        t[#t + 1] = ("<tr><th>%s</th><td>%s</td></tr>"):format(esc(r[1]), value_html(r[2]))
+        t[#t + 1] = ("<tr><th>%s</th><td>%s</td></tr>"):format(tostring(r[1]), value_html(r[2]))
       end
       t[#t + 1] = "</table></details>"
       out[#out + 1] = table.concat(t)
@@ -765,28 +806,65 @@ table.kv th{text-align:left;font-weight:500;color:var(--muted);padding:3px 12px;
 table.kv td{padding:3px 12px;word-break:break-all}
 table.kv tr:nth-child(even){background:#fafbfc}
 code.hash{font-size:11.5px;color:#3d4a56}
+section.run h3{font-size:14px;margin:14px 0 6px;word-break:break-all}
+.callout ul{margin:4px 0 0;padding-left:20px}
 .callout{background:#fff8e6;border:1px solid #f2d89a;border-radius:8px;padding:8px 12px;color:#5c4a1a;margin:10px 0}
 footer{color:var(--muted);font-size:12px;margin-top:30px}
 ]]
 
 -- The page as one string.
+-- A section per run folder (pages of several runs): its models in their
+-- colours, the recipe and student, the data and teacher it was measured on.
+local function runs_section(s, colours)
+  local out = {}
+  for i, r in ipairs(s.runs) do
+    out[#out + 1] = ('<section class="run" id="run-%d"><h3>%s</h3><table class="kv">'):format(i, r.dir)
+    for _, m in ipairs(r.models) do
+      local d = m.about
+      out[#out + 1] = ('<tr><th><span class="dot" style="background:%s"></span>%s</th><td>%s%s; evaluated on %s; '
+        .. 'teacher %s</td></tr>'):format(colours[m.name], m.name, d.recipe, d.model and (", " .. d.model) or "",
+        d.data, d.teacher)
+    end
+    out[#out + 1] = "</table></section>"
+  end
+  return table.concat(out)
+end
+
+local function warnings_html(s)
+  local out = {}
+  for _, w in ipairs(s.warnings or {}) do
+    out[#out + 1] = '<div class="callout warning"><b>Warning: ' .. w.what .. ".</b><ul>"
+    for _, r in ipairs(w.runs) do out[#out + 1] = ("<li>%s: %s</li>"):format(r[1], r[2]) end
+    out[#out + 1] = "</ul></div>"
+  end
+  return table.concat(out)
+end
+
+-- The page as one string.  s is a summary (M.load, M.load_many); the page
+-- is drawn from its escaped copy (see `escaped`).
 function M.html(s)
+  s = escaped(s)
   local colours = model_colours(s.models)
   local title = s.title or "retort run"
   local b = {}
   local function add(x) b[#b + 1] = x end
   add('<!doctype html><html lang="en"><head><meta charset="utf-8">')
   add('<meta name="viewport" content="width=device-width,initial-scale=1">')
-  add("<title>" .. esc(title) .. " · retort report</title><style>" .. CSS .. "</style></head><body><main>")
-  add("<h1>" .. esc(title) .. "</h1>")
+  add("<title>" .. tostring(title) .. " · retort report</title><style>" .. CSS .. "</style></head><body><main>")
+  add("<h1>" .. tostring(title) .. "</h1>")
   local man = s.models[1].rundata and s.models[1].rundata.manifest or {}
-  local data = s.eval_data and s.eval_data.name or "?"
-  add(('<p class="sub">%s · evaluated on %s (%s samples, licence %s) · retort %s · OpenBLAS %s, %s thread(s)</p>')
-    :format(esc(s.created or ""), esc(data), int(s.eval_data and s.eval_data.samples), esc(s.eval_data and
-      s.eval_data.license or "?"), esc(man.retort and man.retort.version or rt.version), esc(man.blas and
+  local data = s.eval_data and ("%s (%s samples, licence %s)"):format(tostring(s.eval_data.name),
+    int(s.eval_data.samples), tostring(s.eval_data.license or "?")) or (s.runs and "different data per run" or "?")
+  add(('<p class="sub">%s · evaluated on %s · retort %s · OpenBLAS %s, %s thread(s)</p>')
+    :format(tostring(s.created or ""), data, tostring(man.retort and man.retort.version or rt.version), tostring(man.blas and
       man.blas.core or rt.blas_core()), tostring(man.blas and man.blas.threads or rt.threads())))
+  add(warnings_html(s))
   add(cards(s, colours))
-  if s.note then add('<p class="sub">' .. esc(s.note) .. "</p>") end
+  if s.note then add('<p class="sub">' .. tostring(s.note) .. "</p>") end
+  if s.runs then
+    add("<h2>Runs</h2>")
+    add(runs_section(s, colours))
+  end
   add("<h2>Results</h2>")
   add(results_table(s, colours))
   -- how each run chose best.safetensors, in the data's own names
@@ -810,7 +888,7 @@ function M.html(s)
     .. "compression are against the teacher.</p>"):format(esc(eval_name(s)), best_note))
   local function section(name, charts, cls)
     if #charts == 0 then return end
-    add("<h2>" .. esc(name) .. "</h2>")
+    add("<h2>" .. tostring(name) .. "</h2>")
     add(('<div class="%s">'):format(cls or "grid") .. table.concat(charts) .. "</div>")
   end
   section("Training: every loss term", loss_charts(s, colours), #s.models >= 3 and "grid3" or "grid")
@@ -823,17 +901,22 @@ function M.html(s)
   section("Speed, size and calibration", sc)
   add("<h2>Provenance</h2>")
   add(manifest_section(s))
-  add(("<footer>Written by retort %s on %s.  Self-contained: no script, no network.</footer>"):format(esc(rt.version),
-    esc(rt.utc_now())))
+  add(("<footer>Written by retort %s on %s.  Self-contained: no script, no network.</footer>"):format(tostring(rt.version),
+    tostring(rt.utc_now())))
   add("</main></body></html>\n")
   return table.concat(b)
 end
 
+-- dir: a folder, or a list of them (one page for all: runs.lua); a list
+-- of several needs o.out.
 local function report(dir, o)
   o = o or {}
-  local s = M.load(dir)
+  local dirs = type(dir) == "table" and dir or { dir }
+  if #dirs == 0 then error("report: needs at least one run folder", 2) end
+  local s = M.load_many(dirs)
   if o.title then s.title = o.title end
-  local path = o.out or (dir .. "/report.html")
+  if #dirs > 1 and not o.out then error("report: several run folders need an output path (out = FILE)", 2) end
+  local path = o.out or (dirs[1] .. "/report.html")
   rt.write_atomic(path, M.html(s))
   return path
 end

@@ -1,6 +1,6 @@
 -- train.lua: evaluate, fit and distill.
 --
--- distill runs the loop of DESIGN.md by hand-written steps over the C
+-- distill runs the loop of the README by hand-written steps over the C
 -- bindings: teacher signal, student forward, every weighted loss term's
 -- forward and backward into one gradient, student backward, optimizer
 -- step.  Everything heavy is C; this file is bookkeeping: schedules,

@@ -158,3 +158,34 @@ function util.read_file(path)
   f:close()
   return s
 end
+
+-- A string safe to print on a terminal: control characters (C0, DEL and
+-- the C1 range U+0080..U+009F, which terminals may read as escape
+-- sequences) become \n, \t, \r or \xNN / \u{NN}, bytes that are not UTF-8
+-- become \xNN.  Anything else (printable UTF-8) is kept.  Non-strings go
+-- through tostring first.
+local NAMED = { ["\n"] = "\\n", ["\t"] = "\\t", ["\r"] = "\\r" }
+function util.printable(v)
+  local s = tostring(v)
+  if not s:find("[%c\128-\255]") then return s end
+  local out, i, n = {}, 1, #s
+  while i <= n do
+    local b = s:byte(i)
+    local len = b < 0x80 and 1 or (b >= 0xC2 and b <= 0xDF) and 2 or (b >= 0xE0 and b <= 0xEF) and 3
+      or (b >= 0xF0 and b <= 0xF4) and 4 or 0
+    local ch = len > 0 and s:sub(i, i + len - 1) or nil
+    if ch and len > 1 and (#ch < len or not utf8.len(ch)) then ch = nil end
+    if not ch then
+      out[#out + 1] = ("\\x%02X"):format(b)
+      i = i + 1
+    else
+      local cp = len == 1 and b or utf8.codepoint(ch)
+      if NAMED[ch] then out[#out + 1] = NAMED[ch]
+      elseif cp < 0x20 or cp == 0x7F then out[#out + 1] = ("\\x%02X"):format(cp)
+      elseif cp >= 0x80 and cp <= 0x9F then out[#out + 1] = ("\\u{%02X}"):format(cp)
+      else out[#out + 1] = ch end
+      i = i + len
+    end
+  end
+  return table.concat(out)
+end

@@ -1,6 +1,6 @@
 /*
  * test_alloc.c -- the performance model's promise: a training step
- * allocates nothing after the first batch (DESIGN.md).
+ * allocates nothing after the first batch (docs/reliability.md).
  *
  * The test binary defines malloc, calloc, realloc, aligned_alloc and free
  * itself (forwarding to glibc's __libc_* functions) and counts calls; the

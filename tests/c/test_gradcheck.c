@@ -9,7 +9,7 @@
  * for students with a 'sizes' list a small three-layer net too.  Pass:
  * max relative error (measure in retort.h) <= 1e-3.
  *
- * Then the numerics of losses.md for every loss: logits of +-1e4,
+ * Then the numerics of docs/losses.md for every loss: logits of +-1e4,
  * all-equal logits, a -inf teacher logit (exact zero teacher
  * probabilities), T = 1e-3 and 1e3 where a temperature exists, batch of 1:
  * a finite value and a finite gradient that matches finite differences.

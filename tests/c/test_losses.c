@@ -1,7 +1,7 @@
 /*
  * test_losses.c -- golden values for the built-in losses (kd, ce,
  * mse_logits), computed independently here in double by the textbook
- * formulas on small fixed inputs, and the traps of losses.md: KL(p||p) = 0,
+ * formulas on small fixed inputs, and the traps of docs/losses.md: KL(p||p) = 0,
  * the KL's asymmetry, batchmean (not mean), the T^2 factor's effect on the
  * gradient, shape and label errors, and a misspelled option.
  */

@@ -1,5 +1,5 @@
 /*
- * test_oom.c -- allocation failure (reliability.md): fail the n-th
+ * test_oom.c -- allocation failure (docs/reliability.md): fail the n-th
  * allocation, n = 1, 2, ..., over each reader, the writer, option
  * validation and a first training step.  Pass: every failure returns a
  * clean error with a message, nothing crashes, and nothing leaks (the

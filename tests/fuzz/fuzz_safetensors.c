@@ -1,6 +1,6 @@
 /*
  * fuzz_safetensors.c -- libFuzzer target for the safetensors reader, from
- * memory.  Build (see notes/reliability.md):
+ * memory.  Build (see docs/reliability.md):
  *   clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
  *     -Icore tests/fuzz/fuzz_safetensors.c core/safetensors.c core/ctx.c \
  *     core/tensor.c core/rng.c -lcjson -lm -o fuzz_safetensors

@@ -200,8 +200,8 @@ T.test("summary, report, compare, info and eval", function()
   T.check(ok and rt.exists(dir .. "/kd/report.html"), "single-run report: " .. out)
 
   out, ok = run_cmd(retort .. " compare " .. dir .. " " .. dir .. "/teacher --markdown")
-  T.check(ok and out:match("| run +| +model | +data +| +acc %%") and out:match("| +teacher |") and out:match("| +kd |")
-    and out:find("| fashion-mnist/test |", 1, true),
+  T.check(ok and out:match("| run +| +recipe +| +model +| +data +| +acc %%") and out:match("| +test_run_folder/teacher |")
+    and out:match("| +test_run_folder/kd | mlp 784%-16%-10 |") and out:find("| fashion-mnist/test |", 1, true),
     "compare --markdown: " .. out)
   local acc = ("%.2f"):format(100 * s.models[2].eval.accuracy)
   T.check(out:find(acc, 1, true), "compare shows the student's accuracy " .. acc)
