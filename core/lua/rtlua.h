@@ -73,5 +73,6 @@ void rtL_add_methods(lua_State *L, const char *mt, const luaL_Reg *l);
 void rtL_open_tensor_ops(lua_State *L); /* tensor_ops.c: tensor math     */
 void rtL_open_lua_loss(lua_State *L);   /* lua_loss.c: losses in Lua      */
 void rtL_open_metrics(lua_State *L);    /* metrics_lua.c: evaluation      */
+void rtL_open_runfolder(lua_State *L);  /* runfolder_lua.c: lock, appends */
 
 #endif
