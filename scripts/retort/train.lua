@@ -233,13 +233,16 @@ end
 local DISTILL_KEYS = {
   teacher = 1, student = 1, data = 1, eval = 1, loss = 1, optimizer = 1, schedule = 1, epochs = 1, batch = 1,
   seed = 1, out = 1, resume = 1, quiet = 1, log_every = 1, cache_teacher = 1, name = 1, eval_teacher = 1,
-  on_epoch = 1,
+  on_epoch = 1, overwrite = 1,
 }
 
 -- rt.distill{ teacher, student, data, eval, loss, optimizer, schedule,
 --             epochs = 10, batch = 128, seed = 1, out, resume = false,
---             quiet = false, log_every = 50, cache_teacher = true,
---             eval_teacher, on_epoch = function(row) }
+--             overwrite = false, quiet = false, log_every = 50,
+--             cache_teacher = true, eval_teacher, on_epoch = function(row) }
+-- out: the run folder (run_folder.lua): locked while the run writes it;
+-- one that holds another run is refused unless overwrite = true; resume =
+-- true continues the same run from out/last.safetensors.
 -- Returns { history = {per-epoch rows}, test = last eval row, out = dir,
 --           epoch_seconds = mean training seconds per epoch, steps }.
 -- eval_teacher: the teacher to measure agreement against (defaults to
@@ -272,6 +275,9 @@ function rt.distill(cfg)
       error(("rt.distill: '%s' must be an integer >= %d, got %s"):format(f[1], f[3], tostring(f[2])), 2)
     end
   end
+  if epochs == 0 then
+    error("rt.distill: epochs = 0 would train nothing; give epochs >= 1 (rt.evaluate measures a model as it is)", 2)
+  end
   local opt = cfg.optimizer or rt.optim.adam{}
   local n = data:size()
   local steps_per_epoch = math.ceil(n / bs)
@@ -292,30 +298,40 @@ function rt.distill(cfg)
   local out, metrics = cfg.out, nil
   local manifest, prov_meta, best_acc, best_epoch, last_eval
   local history, start_epoch, step = {}, 0, 0
+  -- The run folder is locked until distill returns or raises (<close>).
+  local folder <close> = out and util.call(rt.run_folder.open, out, teacher and "rt.distill" or "rt.fit") or nil
   if out then
-    local ok, err = rt.mkdir(out)
-    if not ok then error("rt.distill: " .. err, 2) end
-    local ck = out .. "/" .. CHECKPOINT
-    if cfg.resume and rt.exists(ck) then
-      local meta = util.call(load_checkpoint, ck, student, opt)
-      start_epoch = tonumber(meta["run.epoch"]) + 1
-      step = tonumber(meta["run.step"])
-      history = rt.json_decode(meta["run.history"] or "[]")
-    elseif not cfg.resume then
-      os.remove(out .. "/metrics.jsonl")
-    end
-    metrics = util.jsonl(out .. "/metrics.jsonl")
     -- manifest.json now, so that a run that dies still says what it was;
     -- rewritten at the end with the times, the result and the best epoch.
     manifest = rt.provenance{ student = student, teacher = teacher, eval_teacher = eval_teacher, data = data,
                               eval = cfg.eval, terms = terms, seed = seed,
                               name = cfg.name or (teacher and "distill" or "fit") }
+    manifest.epochs, manifest.batch = epochs, bs
+    local mode = util.call(folder.claim, folder, manifest, { resume = cfg.resume, overwrite = cfg.overwrite })
+    local ck = out .. "/" .. CHECKPOINT
+    if mode == "resume" then
+      if rt.exists(ck) then
+        local meta = util.call(load_checkpoint, ck, student, opt)
+        start_epoch = tonumber(meta["run.epoch"]) + 1
+        step = tonumber(meta["run.step"])
+        history = rt.json_decode(meta["run.history"] or "[]")
+      end
+      folder:trim_metrics(step, start_epoch)
+      if start_epoch >= epochs and not quiet then
+        io.stderr:write(("%s: nothing to train: %s holds %d of %d epochs\n"):format(cfg.name or "distill", ck,
+          start_epoch, epochs))
+      end
+    end
+    if not quiet and folder.replaced then
+      io.stderr:write(("%s: replacing the run %s in %s (overwrite = true)\n"):format(cfg.name or "distill",
+        folder.replaced, out))
+    end
+    metrics = folder:metrics()
     prov_meta = rt.provenance_meta(manifest)
-    manifest.started, manifest.status, manifest.epochs, manifest.batch = rt.utc_now(), "running", epochs, bs
+    manifest.started, manifest.status = rt.utc_now(), "running"
     manifest.resumed_at_epoch = start_epoch > 0 and start_epoch or nil
-    manifest.checkpoints = { last = CHECKPOINT, best = BEST,
-                             best_selected_on = cfg.eval and "eval" or "none (no eval data: best = last)" }
-    rt.write_atomic(out .. "/manifest.json", rt.json_encode(manifest) .. "\n")
+    manifest.checkpoints = { best_selected_on = cfg.eval and "eval" or "none (no eval data: best = last)" }
+    folder:write_manifest(manifest)
     for _, row in ipairs(history) do
       local a = row.test and row.test.accuracy
       if a and (best_acc == nil or a > best_acc) then best_acc, best_epoch = a, row.epoch end
@@ -457,7 +473,7 @@ function rt.distill(cfg)
     manifest.checkpoints.best_epoch, manifest.checkpoints.best_accuracy = best_epoch, best_acc
     manifest.result = history[#history] and history[#history].test
     manifest.epoch_seconds = (epochs - start_epoch) > 0 and train_seconds / (epochs - start_epoch) or nil
-    rt.write_atomic(out .. "/manifest.json", rt.json_encode(manifest) .. "\n")
+    folder:write_manifest(manifest)
     -- the final model's full evaluation (confusion matrix, calibration bins)
     if last_eval then
       last_eval.seconds = nil

@@ -138,16 +138,13 @@ function util.format_table(headers, rows, markdown)
   return table.concat(out, "\n")
 end
 
--- Appends one JSON object per line to path, flushed each time.
+-- Appends one JSON object per line to path.  Every write is checked: it
+-- adds a whole line or raises at the user's line naming the file and the
+-- cause (a full disk is an error, never a torn line).
 function util.jsonl(path)
-  local f, err = io.open(path, "a")
-  if not f then error("metrics: " .. err, 2) end
   return {
-    write = function(obj)
-      f:write(rt.json_encode(obj), "\n")
-      f:flush()
-    end,
-    close = function() f:close() end,
+    write = function(obj) util.call(rt.append_file, path, rt.json_encode(obj) .. "\n") end,
+    close = function() end,
   }
 end
 
