@@ -10,10 +10,17 @@
 --   local mode = folder:claim(manifest, {resume =, overwrite =})
 --   folder:trim_metrics(next_step, epochs_done)           -- when resuming
 --   folder:write_manifest(manifest)
--- Errors are raised with level 0 and no position; callers re-raise them at
--- the user's line (util.call).
+-- Errors are raised with level 0 and no position: rt.distill re-raises
+-- the refusals at its caller's line; a failed write needs none.
 local rt = ...
 local util = rt.util
+
+-- Calls f (a C function) and re-raises its error without a position.
+local function checked(f, ...)
+  local r = table.pack(pcall(f, ...))
+  if not r[1] then error((tostring(r[2]):gsub("^[^\n]-%.lua:%d+: ", "")), 0) end
+  return table.unpack(r, 2, r.n)
+end
 
 local RF = {}
 rt.run_folder = RF
@@ -34,9 +41,9 @@ function RF.open(dir, what)
   local ok, err = rt.mkdir(dir)
   if not ok then error(what .. ": " .. err, 0) end
   local lok, lock = pcall(rt.run_lock, dir)
-  if not lok then error(what .. ": " .. tostring(lock):gsub("^[^:\n]*%.lua:%d+: ", ""), 0) end
+  if not lok then error(what .. ": " .. tostring(lock):gsub("^[^\n]-%.lua:%d+: ", ""), 0) end
   local self = setmetatable({ dir = dir, what = what, lock = lock }, Folder)
-  self.removed_temps = rt.run_clean_temps(dir)
+  self.removed_temps = checked(rt.run_clean_temps, dir)
   return self
 end
 
@@ -158,7 +165,7 @@ function Folder:trim_metrics(next_step, epochs_done)
     if good then keep[#keep + 1] = line else dropped = dropped + 1 end
   end
   if dropped > 0 or (#text > 0 and text:sub(-1) ~= "\n") then
-    util.call(rt.write_atomic, path, #keep > 0 and (table.concat(keep, "\n") .. "\n") or "")
+    checked(rt.write_atomic, path, #keep > 0 and (table.concat(keep, "\n") .. "\n") or "")
   end
   return dropped
 end
@@ -171,5 +178,5 @@ function Folder:metrics() return util.jsonl(self:path(METRICS)) end
 function Folder:write_manifest(m)
   m.checkpoints = m.checkpoints or {}
   for k, f in pairs(CHECKPOINTS) do m.checkpoints[k] = rt.exists(self:path(f)) and f or nil end
-  util.call(rt.write_atomic, self:path(MANIFEST), rt.json_encode(m) .. "\n")
+  checked(rt.write_atomic, self:path(MANIFEST), rt.json_encode(m) .. "\n")
 end

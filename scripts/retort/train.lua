@@ -299,7 +299,13 @@ function rt.distill(cfg)
   local manifest, prov_meta, best_acc, best_epoch, last_eval
   local history, start_epoch, step = {}, 0, 0
   -- The run folder is locked until distill returns or raises (<close>).
-  local folder <close> = out and util.call(rt.run_folder.open, out, teacher and "rt.distill" or "rt.fit") or nil
+  -- Its refusals are raised at distill's caller (rt.fit's re-raises them).
+  local function at_caller(f, ...)
+    local r = table.pack(pcall(f, ...))
+    if not r[1] then error(r[2], 3) end
+    return table.unpack(r, 2, r.n)
+  end
+  local folder <close> = out and at_caller(rt.run_folder.open, out, teacher and "rt.distill" or "rt.fit") or nil
   if out then
     -- manifest.json now, so that a run that dies still says what it was;
     -- rewritten at the end with the times, the result and the best epoch.
@@ -307,7 +313,7 @@ function rt.distill(cfg)
                               eval = cfg.eval, terms = terms, seed = seed,
                               name = cfg.name or (teacher and "distill" or "fit") }
     manifest.epochs, manifest.batch = epochs, bs
-    local mode = util.call(folder.claim, folder, manifest, { resume = cfg.resume, overwrite = cfg.overwrite })
+    local mode = at_caller(folder.claim, folder, manifest, { resume = cfg.resume, overwrite = cfg.overwrite })
     local ck = out .. "/" .. CHECKPOINT
     if mode == "resume" then
       if rt.exists(ck) then

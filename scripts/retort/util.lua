@@ -139,11 +139,14 @@ function util.format_table(headers, rows, markdown)
 end
 
 -- Appends one JSON object per line to path.  Every write is checked: it
--- adds a whole line or raises at the user's line naming the file and the
--- cause (a full disk is an error, never a torn line).
+-- adds a whole line or raises naming the file, the offset and the cause (a
+-- full disk is an error, never a torn line).
 function util.jsonl(path)
   return {
-    write = function(obj) util.call(rt.append_file, path, rt.json_encode(obj) .. "\n") end,
+    write = function(obj)
+      local ok, err = pcall(rt.append_file, path, rt.json_encode(obj) .. "\n")
+      if not ok then error("metrics: " .. tostring(err):gsub("^[^\n]-%.lua:%d+: ", ""), 0) end
+    end,
     close = function() end,
   }
 end
