@@ -28,8 +28,10 @@ rt.run_folder = RF
 local MANIFEST, METRICS = "manifest.json", "metrics.jsonl"
 local CHECKPOINTS = { last = "last.safetensors", best = "best.safetensors" }
 -- What a run writes; replaced as a whole when a run starts afresh, so no
--- file of an earlier run is left to be mistaken for this one's.
-local RUN_FILES = { MANIFEST, METRICS, "last.safetensors", "best.safetensors", "eval.json", "report.html" }
+-- file of an earlier run is left to be mistaken for this one's.  The
+-- manifest goes last: a kill in between leaves a folder that still says
+-- which run its remaining files belong to.
+local RUN_FILES = { METRICS, "last.safetensors", "best.safetensors", "eval.json", "report.html", MANIFEST }
 
 local Folder = {}
 Folder.__index = Folder
