@@ -297,8 +297,16 @@ rt_status rt_st_write(rt_ctx *ctx, const char *path, int n,
 /* Writes data to path atomically (as above): for JSON files. */
 rt_status rt_write_atomic(rt_ctx *ctx, const char *path, const void *data,
                           size_t len);
-/* SHA-256 of a file as 64 hex chars. */
+/* SHA-256 of a file as 64 hex chars.  Regular files only: a FIFO, a
+ * device or a socket is refused without being read (or blocking in open). */
 rt_status rt_sha256_file(rt_ctx *ctx, const char *path, char out[65]);
+/* The same with bounds, for paths taken from files (provenance chains):
+ * max_bytes > 0 refuses a file larger than that (by its size and by the
+ * bytes actually read); max_seconds > 0 stops a read that takes longer.
+ * Either is an error naming the path and the bound. */
+rt_status rt_sha256_file_bounded(rt_ctx *ctx, const char *path,
+                                 uint64_t max_bytes, double max_seconds,
+                                 char out[65]);
 void rt_sha256_hex(const void *data, size_t len, char out[65]);
 /* The weights' SHA-256, independent of any file layout: over the tensors
  * sorted by name (byte order), each as its name, NUL, its dtype name
@@ -309,6 +317,29 @@ void rt_sha256_hex(const void *data, size_t len, char out[65]);
  * Tensors must be contiguous and names unique (errors name the tensor). */
 rt_status rt_params_sha256(rt_ctx *ctx, int n, const char *const *names,
                            const rt_tensor *const *ts, char out[65]);
+
+/* ============================================================= run folders */
+
+/* One writer per run folder: an exclusive flock on DIR/.lock, which then
+ * holds the writer's pid.  Fails at once (no waiting) when another process
+ * holds it, with a message naming DIR and the holder's pid.  The lock goes
+ * with the process: release, exit and kill -9 all free it.  *out: new,
+ * release with rt_runlock_release (NULL is a no-op). */
+typedef struct rt_runlock rt_runlock;
+rt_status rt_runlock_acquire(rt_ctx *ctx, const char *dir, rt_runlock **out);
+void rt_runlock_release(rt_runlock *lock);
+
+/* Removes the temp files "<name>.tmp.<pid>" of atomic writes in dir whose
+ * pid is not a live process (a writer killed mid-write); call it holding
+ * the folder's lock.  *removed: how many went. */
+rt_status rt_run_clean_temps(rt_ctx *ctx, const char *dir, int *removed);
+
+/* Appends data (one or more whole lines) to path, creating it.  On a
+ * failed or short write the file is cut back to its old length, so it
+ * never ends in a torn line; the error names the path, the offset and the
+ * cause (ENOSPC: "No space left on device"). */
+rt_status rt_append_file(rt_ctx *ctx, const char *path, const void *data,
+                         size_t len);
 
 /* =============================================================== datasets */
 

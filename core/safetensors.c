@@ -478,8 +478,15 @@ rt_status rt_st_read_mem(rt_ctx *ctx, const void *buf, size_t len, const char *l
 /* Opens path and reads and validates the prefix and the header. */
 static rt_status read_file_header(rt_ctx *ctx, const char *path, FILE **fp, header *h)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) return rt_error(ctx, RT_STATUS_ERR_IO, "%s: open: %s", path, strerror(errno));
+    /* O_NONBLOCK: opening a FIFO would wait for a writer; it is refused
+     * below as not a regular file.  Reads of a regular file never block. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    FILE *f = fd < 0 ? NULL : fdopen(fd, "rb");
+    if (!f) {
+        rt_status e = rt_error(ctx, RT_STATUS_ERR_IO, "%s: open: %s", path, strerror(errno));
+        if (fd >= 0) close(fd);
+        return e;
+    }
     struct stat sb;
     unsigned char pre[8];
     uint64_t hlen;
@@ -577,7 +584,8 @@ typedef rt_status (*write_fn)(rt_ctx *ctx, FILE *f, const char *path, void *ud);
 
 /* Writes through fn into "<path>.tmp.<pid>", then fflush, fsync, close,
  * rename over path, fsync the folder.  On failure before the rename the
- * temp file is removed and path is untouched. */
+ * temp file is removed and path is untouched.  A kill -9 can still leave
+ * the temp file: rt_run_clean_temps (runfolder.c) knows this name. */
 static rt_status write_atomic(rt_ctx *ctx, const char *path, write_fn fn, void *ud)
 {
     size_t plen = strlen(path);

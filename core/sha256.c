@@ -6,8 +6,12 @@
 #include "retort.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 typedef struct sha256 {
     uint32_t h[8];
@@ -116,28 +120,77 @@ void rt_sha256_hex(const void *data, size_t len, char out[65])
     sha_hex(&s, out);
 }
 
-rt_status rt_sha256_file(rt_ctx *ctx, const char *path, char out[65])
+rt_status rt_sha256_file_bounded(rt_ctx *ctx, const char *path, uint64_t max_bytes, double max_seconds,
+                                 char out[65])
 {
     out[0] = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) return rt_error(ctx, RT_STATUS_ERR_IO, "%s: open: %s", path, strerror(errno));
+    /* O_NONBLOCK: opening a FIFO for reading would wait for a writer. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return rt_error(ctx, RT_STATUS_ERR_IO, "%s: open: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fd, &sb) != 0) {
+        int err = errno;
+        close(fd);
+        return rt_error(ctx, RT_STATUS_ERR_IO, "%s: stat: %s", path, strerror(err));
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        close(fd);
+        return rt_error(ctx, RT_STATUS_ERR_IO, "%s: not a regular file (%s): not hashed", path,
+                        S_ISFIFO(sb.st_mode)  ? "a FIFO"
+                        : S_ISCHR(sb.st_mode) ? "a character device"
+                        : S_ISBLK(sb.st_mode) ? "a block device"
+                        : S_ISDIR(sb.st_mode) ? "a folder"
+                        : S_ISSOCK(sb.st_mode) ? "a socket"
+                                               : "not a file");
+    }
+    if (max_bytes && (uint64_t)sb.st_size > max_bytes) {
+        close(fd);
+        return rt_error(ctx, RT_STATUS_ERR_IO, "%s: %llu bytes, more than the hashing limit of %llu: not hashed",
+                        path, (unsigned long long)sb.st_size, (unsigned long long)max_bytes);
+    }
     unsigned char *buf = malloc(1 << 16);
     if (!buf) {
-        fclose(f);
+        close(fd);
         return rt_error(ctx, RT_STATUS_ERR_NOMEM, "%s: out of memory", path);
     }
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     sha256 s;
     sha_init(&s);
-    size_t n;
-    while ((n = fread(buf, 1, 1 << 16, f)) > 0) sha_update(&s, buf, n);
-    int err = ferror(f) ? errno : 0;
+    rt_status st = RT_STATUS_OK;
+    for (;;) {
+        ssize_t n = read(fd, buf, 1 << 16);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+            st = rt_error(ctx, RT_STATUS_ERR_IO, "%s: read at offset %llu: %s", path, (unsigned long long)s.len,
+                          strerror(errno));
+            break;
+        }
+        if (n == 0) break;
+        sha_update(&s, buf, (size_t)n);
+        /* Files in /proc and /sys claim a size of 0 and grow as read. */
+        if (max_bytes && s.len > max_bytes) {
+            st = rt_error(ctx, RT_STATUS_ERR_IO, "%s: more than the hashing limit of %llu bytes: not hashed", path,
+                          (unsigned long long)max_bytes);
+            break;
+        }
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        double dt = (double)(t.tv_sec - t0.tv_sec) + 1e-9 * (double)(t.tv_nsec - t0.tv_nsec);
+        if (max_seconds > 0 && dt > max_seconds) {
+            st = rt_error(ctx, RT_STATUS_ERR_IO, "%s: hashing stopped at offset %llu after %.3g s (the limit): not hashed",
+                          path, (unsigned long long)s.len, max_seconds);
+            break;
+        }
+    }
     free(buf);
-    fclose(f);
-    if (err)
-        return rt_error(ctx, RT_STATUS_ERR_IO, "%s: read at offset %llu: %s", path, (unsigned long long)s.len,
-                        strerror(err));
-    sha_hex(&s, out);
-    return RT_STATUS_OK;
+    close(fd);
+    if (!st) sha_hex(&s, out);
+    return st;
+}
+
+rt_status rt_sha256_file(rt_ctx *ctx, const char *path, char out[65])
+{
+    return rt_sha256_file_bounded(ctx, path, 0, 0, out);
 }
 
 /* Sorts indices by name (insertion sort: a model has few parameters). */

@@ -1551,10 +1551,16 @@ static int l_write_atomic(lua_State *L)
     return 0;
 }
 
+/* rt.sha256_file(path [, max_bytes [, max_seconds]]): regular files only;
+ * the bounds (0: none) are for paths read from files. */
 static int l_sha256_file(lua_State *L)
 {
     char out[65];
-    if (rt_sha256_file(S(L)->ctx, luaL_checkstring(L, 1), out)) return rtL_fail(L);
+    const char *path = luaL_checkstring(L, 1);
+    lua_Integer max_bytes = luaL_optinteger(L, 2, 0);
+    double max_seconds = (double)luaL_optnumber(L, 3, 0);
+    luaL_argcheck(L, max_bytes >= 0, 2, "max_bytes must be >= 0");
+    if (rt_sha256_file_bounded(S(L)->ctx, path, (uint64_t)max_bytes, max_seconds, out)) return rtL_fail(L);
     lua_pushstring(L, out);
     return 1;
 }
@@ -1970,6 +1976,7 @@ int luaopen_retort(lua_State *L)
     rtL_open_lua_loss(L);
     rtL_open_metrics(L);
     rtL_open_provenance(L);
+    rtL_open_runfolder(L);
 
     /* Run the Lua library: each chunk receives the module table. */
     for (const struct rtL_chunk *c = rtL_lua_chunks; c->name; c++) {

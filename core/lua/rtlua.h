@@ -84,5 +84,6 @@ void rtL_open_lua_loss(lua_State *L);   /* lua_loss.c: losses in Lua      */
 int rtL_loss_set_value(lua_State *L);
 void rtL_open_metrics(lua_State *L);    /* metrics_lua.c: evaluation      */
 void rtL_open_provenance(lua_State *L); /* provenance_lua.c: weights hash */
+void rtL_open_runfolder(lua_State *L);  /* runfolder_lua.c: lock, appends */
 
 #endif

@@ -50,7 +50,7 @@ else
   local run = rt.fit{ student = teacher_net, data = train, eval = test, epochs = o.teacher_epochs, batch = o.batch,
                       optimizer = rt.optim.adam{ lr = o.lr }, schedule = rt.schedule.cosine{ lr = o.lr },
                       seed = o.seed, out = teacher_dir, quiet = o.quiet,
-                      name = "teacher" }
+                      name = "teacher", overwrite = true }
   teacher_seconds = run.epoch_seconds
   rt.write_atomic(marker, settings)
 end
@@ -59,8 +59,10 @@ local teacher_eval = rt.evaluate(teacher, test)
 
 -- 2. Two students from the same initial weights and batch order.
 local student_opts = { sizes = { 784, 128, 10 }, seed = o.seed + 1 }
+-- overwrite: the demo owns its run folders and trains them again each time,
+-- whatever settings an earlier run used.
 local common = { data = train, eval = test, epochs = o.epochs, batch = o.batch, seed = o.seed, quiet = o.quiet,
-                 eval_teacher = teacher }
+                 eval_teacher = teacher, overwrite = true }
 -- A schedule object keeps its position per run: each student gets its own.
 local function cosine() return rt.schedule.cosine{ lr = o.lr } end
 local function with_common(t)

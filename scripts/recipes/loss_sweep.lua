@@ -49,7 +49,7 @@ if not rt.exists(teacher_path) then
     print(("training the teacher (%d epochs) into %s/teacher"):format(o.teacher_epochs, o.out))
     rt.fit{ student = net, data = train, eval = test, epochs = o.teacher_epochs, batch = o.batch, seed = o.seed,
             optimizer = rt.optim.adam{ lr = o.lr }, schedule = rt.schedule.cosine{ lr = o.lr },
-            out = o.out .. "/teacher", name = "teacher", quiet = o.quiet }
+            out = o.out .. "/teacher", name = "teacher", quiet = o.quiet, overwrite = true }
     rt.write_atomic(marker, settings)
   end
 end
@@ -82,6 +82,7 @@ local function run(label, loss, dir)
     teacher = teacher, eval_teacher = teacher, student = student, data = train, eval = test, loss = loss,
     optimizer = rt.optim.adam{ lr = o.lr }, schedule = rt.schedule.cosine{ lr = o.lr }, epochs = o.epochs,
     batch = o.batch, seed = o.seed, quiet = o.quiet, out = o.out .. "/" .. dir, name = label,
+    overwrite = true, -- the sweep owns its folders: each run replaces the last sweep's
   })
   if not ok then
     io.stderr:write(("%s: failed: %s\n"):format(label, tostring(r)))

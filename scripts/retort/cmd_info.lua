@@ -3,12 +3,24 @@
 -- chain: a student checkpoint names its teacher's checkpoint and sha256;
 -- when that file exists its hash is checked and its own provenance follows,
 -- down to the data the first model was trained on.
+--
+-- The paths in a chain come from files, so they are not followed blindly:
+-- only regular files are hashed (a FIFO, /dev/zero or a socket is
+-- reported, never opened for a blocking read), each within a size bound
+-- and a time limit; a chain that comes back to a file already shown (the
+-- same sha256) or runs longer than MAX_DEPTH links is reported and
+-- stopped.  The exit status is 1 when a recorded hash does not match or a
+-- file the chain names cannot be checked; a file that is not here at all
+-- is only noted (the chain may have been copied without it).
 local rt = ...
 -- Every name and value read from a file goes through pr before it is
 -- printed: a checkpoint must not drive the terminal (escape sequences).
 local pr = rt.util.printable
 
 local MAX_VALUE = 100 -- longer metadata values (JSON) are cut in the listing
+local MAX_DEPTH = 16
+local MAX_HASH_BYTES = 8 * 1024 ^ 3 -- per file; --max-bytes changes it
+local HASH_SECONDS = 60             -- per file; --timeout changes it
 
 local function short(v)
   if #v <= MAX_VALUE then return v end
@@ -53,11 +65,25 @@ end
 rt.command{
   name = "info", usage = "info FILE.safetensors", help = "tensors, metadata and provenance chain of a checkpoint",
   run = function(args)
-    local path = args[1]
-    if not path or path == "--help" or path == "-h" then
-      print("usage: retort info FILE.safetensors")
-      return path and 0 or 2
+    local usage = "usage: retort info FILE.safetensors [--max-bytes N] [--timeout SECONDS]"
+    local path, max_bytes, seconds = nil, MAX_HASH_BYTES, HASH_SECONDS
+    local i = 1
+    while i <= #args do
+      local a = args[i]
+      if a == "--help" or a == "-h" then print(usage) return 0 end
+      if a == "--max-bytes" or a == "--timeout" then
+        local v = tonumber(args[i + 1])
+        if not v or v <= 0 then error(a .. " needs a number > 0 (" .. usage .. ")", 0) end
+        if a == "--max-bytes" then max_bytes = v else seconds = v end
+        i = i + 1
+      elseif path == nil then
+        path = a
+      else
+        error("one file at a time (" .. usage .. ")", 0)
+      end
+      i = i + 1
     end
+    if not path then print(usage) return 2 end
     local tensors, meta, names = rt.load(path)
     print(("%s: %d tensors, %d bytes"):format(pr(path), #names, rt.file_size(path) or -1))
     local rows, total = {}, 0
@@ -76,23 +102,57 @@ rt.command{
     table.sort(keys)
     for _, k in ipairs(keys) do print(("  %-20s %s"):format(pr(k), pr(short(meta[k])))) end
     print("\nprovenance chain:")
-    local depth, seen = 0, {}
+    local bad = false
+    local function hash(p)
+      local ok, h = pcall(rt.sha256_file, p, math.floor(max_bytes), seconds)
+      if ok then return h end
+      return nil, (tostring(h):gsub("^[^\n]-%.lua:%d+: ", ""))
+    end
+    -- Files already shown, by sha256: a loop comes back to one of them.
+    local seen = {}
+    local h0 = hash(path)
+    if h0 then seen[h0] = path end
+    local depth = 0
     local next_path, want = describe(path, meta, depth)
     while next_path do
       depth = depth + 1
-      if seen[next_path] or depth > 16 then
-        print(("  "):rep(depth) .. pr(next_path) .. ": (a cycle; stopped)")
+      local ind = ("  "):rep(depth)
+      if depth > MAX_DEPTH then
+        print(("%s%s: the chain is longer than %d links; stopped"):format(ind, pr(next_path), MAX_DEPTH))
+        bad = true
         break
       end
-      seen[next_path] = true
       if not rt.exists(next_path) then
-        print(("  "):rep(depth) .. pr(next_path) .. ": not found here (the sha256 above names it)")
+        print(ind .. pr(next_path) .. ": not found here (the sha256 above names it)")
         break
       end
-      local got = rt.sha256_file(next_path)
-      print(("  "):rep(depth) .. ("sha256 %s: %s"):format(got, got == want and "matches" or
+      local got, err = hash(next_path)
+      if not got then
+        print(("%s%s: cannot be checked: %s"):format(ind, pr(next_path), pr(err)))
+        bad = true
+        break
+      end
+      if seen[got] then
+        print(("%s%s: a loop: the same file as %s, shown above; stopped"):format(ind, pr(next_path), pr(seen[got])))
+        bad = true
+        break
+      end
+      seen[got] = next_path
+      print(ind .. ("sha256 %s: %s"):format(got, got == want and "matches" or
         ("MISMATCH: the file changed since the student was trained (expected " .. pr(want) .. ")")))
-      next_path, want = describe(next_path, rt.read_meta(next_path), depth)
+      if got ~= want then bad = true end
+      local ok, m = pcall(rt.read_meta, next_path)
+      if not ok then
+        print(("%s%s: not a checkpoint retort can read: %s"):format(ind, pr(next_path),
+          pr((tostring(m):gsub("^[^\n]-%.lua:%d+: ", "")))))
+        bad = true
+        break
+      end
+      next_path, want = describe(next_path, m, depth)
+    end
+    if bad then
+      print("\nthe provenance chain does not check out (see above)")
+      return 1
     end
     return 0
   end,

@@ -233,12 +233,12 @@ end
 local DISTILL_KEYS = {
   teacher = 1, student = 1, data = 1, eval = 1, loss = 1, optimizer = 1, schedule = 1, epochs = 1, batch = 1,
   seed = 1, out = 1, resume = 1, quiet = 1, log_every = 1, cache_teacher = 1, name = 1, eval_teacher = 1,
-  on_epoch = 1, val = 1, patience = 1,
+  on_epoch = 1, val = 1, patience = 1, overwrite = 1,
 }
 
 -- rt.distill{ teacher, student, data, val, eval, loss, optimizer, schedule,
 --             epochs = 10, batch = 128, seed = 1, out, resume = false,
---             quiet = false, log_every = 50, cache_teacher = true,
+--             overwrite = false, quiet = false, log_every = 50, cache_teacher = true,
 --             eval_teacher, patience, on_epoch = function(row) }
 -- Returns { history = {per-epoch rows}, test = last eval row, val = last
 --           val row, out = dir, epoch_seconds = mean training seconds per
@@ -248,6 +248,9 @@ local DISTILL_KEYS = {
 -- test data (row.test); without val, best is chosen on it, and the
 -- manifest says so.  patience = k: stop after k epochs without a better val
 -- accuracy (needs val).  Lines, rows and the manifest name each dataset.
+-- out: the run folder (run_folder.lua): locked while the run writes it;
+-- one that holds another run is refused unless overwrite = true; resume =
+-- true continues the same run from out/last.safetensors.
 -- eval_teacher: the teacher to measure agreement against (defaults to
 -- teacher); lets a plain-CE baseline report its agreement too.
 function rt.distill(cfg)
@@ -299,6 +302,9 @@ function rt.distill(cfg)
       error(("rt.distill: '%s' must be an integer >= %d, got %s"):format(f[1], f[3], tostring(f[2])), 2)
     end
   end
+  if epochs == 0 then
+    error("rt.distill: epochs = 0 would train nothing; give epochs >= 1 (rt.evaluate measures a model as it is)", 2)
+  end
   local opt = cfg.optimizer or rt.optim.adam{}
   local n = data:size()
   local steps_per_epoch = math.ceil(n / bs)
@@ -320,19 +326,15 @@ function rt.distill(cfg)
   local manifest, prov_meta, best_acc, best_epoch, last_eval, stopped_at
   local since_best = 0 -- epochs since the best one, for patience
   local history, start_epoch, step = {}, 0, 0
+  -- The run folder is locked until distill returns or raises (<close>).
+  -- Its refusals are raised at distill's caller (rt.fit's re-raises them).
+  local function at_caller(f, ...)
+    local r = table.pack(pcall(f, ...))
+    if not r[1] then error(r[2], 3) end
+    return table.unpack(r, 2, r.n)
+  end
+  local folder <close> = out and at_caller(rt.run_folder.open, out, teacher and "rt.distill" or "rt.fit") or nil
   if out then
-    local ok, err = rt.mkdir(out)
-    if not ok then error("rt.distill: " .. err, 2) end
-    local ck = out .. "/" .. CHECKPOINT
-    if cfg.resume and rt.exists(ck) then
-      local meta = util.call(load_checkpoint, ck, student, opt)
-      start_epoch = tonumber(meta["run.epoch"]) + 1
-      step = tonumber(meta["run.step"])
-      history = rt.json_decode(meta["run.history"] or "[]")
-    elseif not cfg.resume then
-      os.remove(out .. "/metrics.jsonl")
-    end
-    metrics = util.jsonl(out .. "/metrics.jsonl")
     -- manifest.json now, so that a run that dies still says what it was;
     -- rewritten at the end with the times, the result and the best epoch.
     manifest = rt.provenance{ student = student, teacher = teacher, eval_teacher = eval_teacher, data = data,
@@ -340,15 +342,35 @@ function rt.distill(cfg)
                               name = cfg.name or (teacher and "distill" or "fit"),
                               optimizer = opt, schedule = schedule, epochs = epochs,
                               steps_per_epoch = steps_per_epoch }
+    manifest.epochs, manifest.batch = epochs, bs
+    local mode = at_caller(folder.claim, folder, manifest, { resume = cfg.resume, overwrite = cfg.overwrite })
+    local ck = out .. "/" .. CHECKPOINT
+    if mode == "resume" then
+      if rt.exists(ck) then
+        local meta = util.call(load_checkpoint, ck, student, opt)
+        start_epoch = tonumber(meta["run.epoch"]) + 1
+        step = tonumber(meta["run.step"])
+        history = rt.json_decode(meta["run.history"] or "[]")
+      end
+      folder:trim_metrics(step, start_epoch)
+      if start_epoch >= epochs and not quiet then
+        io.stderr:write(("%s: nothing to train: %s holds %d of %d epochs\n"):format(cfg.name or "distill", ck,
+          start_epoch, epochs))
+      end
+    end
+    if not quiet and folder.replaced then
+      io.stderr:write(("%s: replacing the run %s in %s (overwrite = true)\n"):format(cfg.name or "distill",
+        folder.replaced, out))
+    end
+    metrics = folder:metrics()
     prov_meta = rt.provenance_meta(manifest)
-    manifest.started, manifest.status, manifest.epochs, manifest.batch = rt.utc_now(), "running", epochs, bs
+    manifest.started, manifest.status = rt.utc_now(), "running"
     manifest.resumed_at_epoch = start_epoch > 0 and start_epoch or nil
-    manifest.checkpoints = { last = CHECKPOINT, best = BEST,
-                             best_selected_on = cfg.val and "val" or cfg.eval and "eval"
+    manifest.checkpoints = { best_selected_on = cfg.val and "val" or cfg.eval and "eval"
                                or "none (no eval data: best = last)",
                              best_selected_on_data = (cfg.val or cfg.eval) and select_name or nil }
     if patience then manifest.early_stopping = { patience = patience, on = val_name, metric = "accuracy" } end
-    rt.write_atomic(out .. "/manifest.json", rt.json_encode(manifest) .. "\n")
+    folder:write_manifest(manifest)
   end
   -- a resumed run picks up the best epoch and the patience count
   for _, row in ipairs(history) do
@@ -530,7 +552,7 @@ function rt.distill(cfg)
     -- the final weights' sha256: rt.teacher(student) links back to this run
     manifest.weights_sha256 = rt.weights_sha256(student)
     rt.note_run(student, out, manifest.weights_sha256)
-    rt.write_atomic(out .. "/manifest.json", rt.json_encode(manifest) .. "\n")
+    folder:write_manifest(manifest)
     -- the final model's full evaluation (confusion matrix, calibration bins)
     if last_eval then
       last_eval.seconds = nil

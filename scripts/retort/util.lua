@@ -138,16 +138,16 @@ function util.format_table(headers, rows, markdown)
   return table.concat(out, "\n")
 end
 
--- Appends one JSON object per line to path, flushed each time.
+-- Appends one JSON object per line to path.  Every write is checked: it
+-- adds a whole line or raises naming the file, the offset and the cause (a
+-- full disk is an error, never a torn line).
 function util.jsonl(path)
-  local f, err = io.open(path, "a")
-  if not f then error("metrics: " .. err, 2) end
   return {
     write = function(obj)
-      f:write(rt.json_encode(obj), "\n")
-      f:flush()
+      local ok, err = pcall(rt.append_file, path, rt.json_encode(obj) .. "\n")
+      if not ok then error("metrics: " .. tostring(err):gsub("^[^\n]-%.lua:%d+: ", ""), 0) end
     end,
-    close = function() f:close() end,
+    close = function() end,
   }
 end
 
