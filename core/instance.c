@@ -269,11 +269,19 @@ static char *options_with_item(const char *json, const char *name, cJSON *value)
         return NULL;
     }
     char *out = NULL;
-    if (cJSON_GetObjectItemCaseSensitive(root, name) ? cJSON_ReplaceItemInObjectCaseSensitive(root, name, value)
-                                                     : cJSON_AddItemToObject(root, name, value))
+    cJSON *old = cJSON_GetObjectItemCaseSensitive(root, name);
+    if (old) {
+        /* The old item's name moves to the new one: cJSON's replace-by-name
+         * copies the name and, out of memory, leaves an item named NULL. */
+        value->string = old->string;
+        old->string = NULL;
+        cJSON_ReplaceItemViaPointer(root, old, value); /* cannot fail: all non-NULL */
         out = cJSON_PrintUnformatted(root);
-    else
+    } else if (cJSON_AddItemToObject(root, name, value)) {
+        out = cJSON_PrintUnformatted(root);
+    } else {
         cJSON_Delete(value);
+    }
     cJSON_Delete(root);
     return out;
 }

@@ -92,7 +92,7 @@ end)
 
 T.test("compare and report leave out columns no run has", function()
   local out, ok = run_cmd(("%s compare %s %s --markdown"):format(retort, q(dir .. "/a/kd"), q(dir .. "/a/teacher")))
-  T.check(ok and out:match("| run +| +recipe +| +model +| test acc %%"), "headers: " .. out)
+  T.check(ok and out:match("| run +| +recipe +| +model +| +data +| +acc %%"), "headers: " .. out)
   T.check(out:find("mlp 784-12-10", 1, true) and out:find("mlp 784-24-10", 1, true), "models named by plugin and sizes")
   for _, h in ipairs{ "p50 us", "p95 us", "runs", "speed-up", "compress" } do
     T.check(not out:find("| " .. h, 1, true) and not out:find(h .. " |", 1, true), "no empty column " .. h)
@@ -100,7 +100,7 @@ T.test("compare and report leave out columns no run has", function()
   T.check(out:find("agree %", 1, true), "a column with one value is kept")
   local html = rt.util.read_file(dir .. "/all.html") or ""
   local head = html:match("<thead>(.-)</thead>") or ""
-  T.check(head:find("test acc", 1, true) and head:find("agreement", 1, true), "report keeps filled columns")
+  T.check(head:find(" acc", 1, true) and head:find("agreement", 1, true), "report keeps filled columns")
   T.check(not head:find("p50", 1, true) and not head:find("speed-up", 1, true), "report drops empty columns: " .. head)
 end)
 
