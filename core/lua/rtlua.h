@@ -73,5 +73,11 @@ void rtL_add_methods(lua_State *L, const char *mt, const luaL_Reg *l);
 void rtL_open_tensor_ops(lua_State *L); /* tensor_ops.c: tensor math     */
 void rtL_open_lua_loss(lua_State *L);   /* lua_loss.c: losses in Lua      */
 void rtL_open_metrics(lua_State *L);    /* metrics_lua.c: evaluation      */
+void rtL_open_finite(lua_State *L);     /* finite_lua.c: NaN/inf checks   */
+
+/* Raises "WHAT is nan for sample S (0-based), class C" at the calling line
+ * when t ([N, C] f32) holds a NaN or inf; ids (i32 [>= N] sample ids, or
+ * NULL: rows of the batch) names the sample.  Returns 0 when all finite. */
+int rtL_check_rows(lua_State *L, const rt_tensor *t, const char *what, const rt_tensor *ids);
 
 #endif
