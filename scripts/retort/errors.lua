@@ -101,17 +101,19 @@ local function classes(model, x1, what, data)
   return z:size(2)
 end
 
-local function check_labels(student, C, y, what)
+-- The labels y of `what` against the C classes of model.
+function util.check_labels(model, C, y, what)
   local lo, hi = rt.label_range(y)
   if not lo then return end
   if lo < 0 then
     error(("%s has a negative label (%d): labels are class ids 0..C-1"):format(what, lo), 0)
   end
   if hi >= C then
-    error(("%s has labels up to %d (%d classes), but student '%s' gives %d classes%s"):format(what, hi, hi + 1,
-      student:name(), C, sizes_hint(student, "last", hi + 1)), 0)
+    error(("%s has labels up to %d (%d classes), but %s '%s' gives %d classes%s"):format(what, hi, hi + 1,
+      model:kind(), model:name(), C, model:kind() == "student" and sizes_hint(model, "last", hi + 1) or ""), 0)
   end
 end
+local check_labels = util.check_labels
 
 -- Checks that the pieces of a run fit together before its first step:
 -- the data's samples fit the student (and the teacher), the labels are
@@ -119,8 +121,18 @@ end
 -- student.  Otherwise the first step fails deep in a loss (or, with the
 -- teacher's logits cached, after minutes of caching) with a message about
 -- rows of a batch.  o = {student, teacher, terms, data, eval, eval_teacher}.
+local function is(x, kind)
+  return type(x) == "userdata" and pcall(function() return x:kind() end) and x:kind() == kind
+end
+
 function util.check_run(o)
   local student, data = o.student, o.data
+  if o.eval ~= nil and (type(o.eval) ~= "userdata" or not pcall(function() return o.eval:size() end)) then
+    error("'eval' must be a dataset (rt.data.idx, rt.dataset)", 0)
+  end
+  if o.eval_teacher ~= nil and not is(o.eval_teacher, "teacher") then
+    error("'eval_teacher' must be a teacher (rt.teacher)", 0)
+  end
   local needs_teacher, needs_target = false, false
   for _, t in ipairs(o.terms) do
     needs_teacher = needs_teacher or t.needs_teacher

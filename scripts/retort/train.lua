@@ -42,6 +42,7 @@ local function evaluate(model, data, o)
     rt.check_finite(z, "the model's logit", idx)
     if has_labels then
       local C = z:size(2)
+      if not stats then util.check_labels(model, C, data:y(), "the data") end
       stats = stats or rt.class_stats(C, o.bins or 15)
       correct = correct + rt.count_correct(z, y)
       top5 = top5 + rt.count_topk(z, y, math.min(5, C))
@@ -131,23 +132,23 @@ local function normalize_terms(spec, level)
   local terms = {}
   local function add(l, w, name, temperature)
     if type(l) ~= "userdata" or not pcall(l.needs, l) then
-      error("distill: each loss term needs a loss (from rt.loss or a Lua loss)", level + 2)
+      error("rt.distill: each loss term needs a loss (from rt.loss or a Lua loss)", level + 2)
     end
     w = w == nil and 1 or w
     if type(w) ~= "number" and type(w) ~= "function" then
-      error("distill: a loss weight must be a number or a function(epoch, step)", level + 2)
+      error("rt.distill: a loss weight must be a number or a function(epoch, step)", level + 2)
     end
     if temperature ~= nil then
       if type(temperature) ~= "number" and type(temperature) ~= "function" then
-        error("distill: a temperature must be a number or a function(epoch, step)", level + 2)
+        error("rt.distill: a temperature must be a number or a function(epoch, step)", level + 2)
       end
       local T0 = rt.json_decode(l:options_json()).temperature
       if type(T0) ~= "number" then
-        error(("distill: loss '%s' has no temperature option to schedule"):format(l:name()), level + 2)
+        error(("rt.distill: loss '%s' has no temperature option to schedule"):format(l:name()), level + 2)
       end
       local ok, err = pcall(l.set, l, "temperature", T0)
       if not ok then
-        error(("distill: loss '%s' cannot change its temperature: %s"):format(l:name(), tostring(err)), level + 2)
+        error(("rt.distill: loss '%s' cannot change its temperature: %s"):format(l:name(), tostring(err)), level + 2)
       end
     end
     local needs_teacher, needs_target = l:needs()
@@ -163,11 +164,11 @@ local function normalize_terms(spec, level)
       for _, t in ipairs(spec) do
         if type(t) == "userdata" then add(t, 1)
         elseif type(t) == "table" then add(t[1] or t.loss, t[2] or t.weight, t.name, t.temperature)
-        else error("distill: 'loss' entries are {loss, weight}", level + 1) end
+        else error("rt.distill: 'loss' entries are {loss, weight}", level + 1) end
       end
     end
   else
-    error("distill: 'loss' must be a loss or a list of {loss, weight}", level + 1)
+    error("rt.distill: 'loss' must be a loss or a list of {loss, weight}", level + 1)
   end
   -- Two terms from the same plugin get distinct names in the logs.
   local seen = {}
@@ -256,7 +257,7 @@ local function distill(cfg, at)
   if type(student) ~= "userdata" or not pcall(student.kind, student) or student:kind() ~= "student" then
     error("rt.distill: 'student' must be a student (rt.student)", 2)
   end
-  if teacher ~= nil and (not pcall(teacher.kind, teacher) or teacher:kind() ~= "teacher") then
+  if teacher ~= nil and (type(teacher) ~= "userdata" or not pcall(teacher.kind, teacher) or teacher:kind() ~= "teacher") then
     error("rt.distill: 'teacher' must be a teacher (rt.teacher)", 2)
   end
   if type(data) ~= "userdata" or not pcall(data.size, data) then
@@ -281,6 +282,9 @@ local function distill(cfg, at)
   local n = data:size()
   local steps_per_epoch = math.ceil(n / bs)
   local schedule = cfg.schedule
+  if schedule ~= nil and not rt.schedule.is(schedule) and type(schedule) ~= "function" then
+    error(("rt.distill: 'schedule' must be an rt.schedule or a function(step) -> lr, got %s"):format(type(schedule)), 2)
+  end
   if rt.schedule.is(schedule) and schedule.kind == "cosine" and not schedule.total then
     schedule.total = epochs * steps_per_epoch
   end

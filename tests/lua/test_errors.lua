@@ -100,6 +100,31 @@ local kd = rt.loss("kd", { temprature = 2 }) --<
 local s = rt.student("mlp", { sizes = { 3, 2 } })
 print(rt.evaluate(s, toy(), { batchsize = 2 }).accuracy) --<
 ]], "rt.evaluate: unknown field 'batchsize'")
+  fails("student_opts", [[
+local s = rt.student("mlp", 5) --<
+]], "rt.student: the options must be a table, got number")
+  fails("schedule_key", [[
+local sched = rt.schedule.cosine{ lrr = 1e-3 } --<
+]], "rt.schedule.cosine: unknown field 'lrr'", "did you mean 'lr'")
+  fails("schedule_value", [[
+local sched = rt.schedule.cosine{ lr = "fast" } --<
+]], "rt.schedule.cosine: 'lr' must be a finite number, got fast")
+  fails("fit_schedule", [[
+rt.fit{ student = rt.student("mlp", { sizes = { 3, 2 } }), data = toy(), schedule = 0.1 } --<
+]], "rt.fit: 'schedule' must be an rt.schedule or a function")
+  fails("fit_loss_term", [[
+rt.fit{ student = rt.student("mlp", { sizes = { 3, 2 } }), data = toy(), loss = { { "ce", 1 } } } --<
+]], "rt.fit: each loss term needs a loss")
+  fails("distill_teacher_type", [[
+rt.distill{ student = rt.student("mlp", { sizes = { 3, 2 } }), data = toy(), teacher = 5 } --<
+]], "rt.distill: 'teacher' must be a teacher")
+  fails("fit_eval", [[
+rt.fit{ student = rt.student("mlp", { sizes = { 3, 2 } }), data = toy(), eval = "test" } --<
+]], "rt.fit: 'eval' must be a dataset")
+  fails("evaluate_labels", [[
+local s = rt.student("mlp", { sizes = { 3, 2 } })
+print(rt.evaluate(s, toy(8, 3, { 0, 1, 0, 1, 0, 1, 0, 5 })).accuracy) --<
+]], "rt.evaluate: the data has labels up to 5 (6 classes), but student 'mlp' gives 2 classes", "sizes = {3, 6}")
   fails("report_dir", [[
 rt.report("]] .. DIR .. [[") --<
 ]], "rt.report: " .. DIR .. " has neither summary.json nor manifest.json")
