@@ -221,5 +221,5 @@ int main(void)
     RUN(test_optimizer_state);
     RUN(test_data);
     RUN(test_metrics);
-    return t_summary("finite");
+    return t_summary("test_finite");
 }
