@@ -297,8 +297,8 @@ int rt_st_meta_count(const rt_st *f);
 const char *rt_st_meta_key(const rt_st *f, int i);
 const char *rt_st_meta_value(const rt_st *f, int i);
 const char *rt_st_meta_get(const rt_st *f, const char *key); /* or NULL */
-/* Every f32 tensor of f finite, else RT_STATUS_ERR_NUMERIC and
- * "LABEL: tensor 'name' has a non-finite value: nan at [i, j] ...".  The readers
+/* Every f32 tensor of f finite, else RT_STATUS_ERR_NUMERIC and "LABEL:
+ * tensor 'name' has a non-finite value: nan at [i, j] ...".  The readers
  * accept any value (a file can be inspected); loaders of weights call this. */
 rt_status rt_st_check_finite(rt_ctx *ctx, const rt_st *f, const char *label);
 
