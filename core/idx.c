@@ -17,6 +17,7 @@
 #include "retort.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -222,6 +223,8 @@ static rt_status read_idx(src *s, int64_t total, uint64_t gz_bytes, rt_dtype wan
 
     if (want != RT_DTYPE_F32 && want != RT_DTYPE_I32)
         return rt_error(ctx, RT_STATUS_ERR_ARG, "%s: cannot read IDX as dtype %d", L, (int)want);
+    if (want == RT_DTYPE_F32 && !isfinite(scale))
+        return rt_error(ctx, RT_STATUS_ERR_ARG, "%s: scale %g is not finite", L, (double)scale);
     if ((st = src_read(s, h, 4, &got))) return st;
     if (got < 4)
         return rt_error(ctx, RT_STATUS_ERR_FORMAT, "%s: header: truncated at offset %llu (the magic needs 4 bytes)",
@@ -324,6 +327,19 @@ static rt_status read_idx(src *s, int64_t total, uint64_t gz_bytes, rt_dtype wan
             rt_tensor_release(t);
             return st;
         }
+    }
+    /* Data enters finite (f32/f64 files can hold NaN and inf; f64 values
+     * beyond the f32 range become inf): the first bad value is named. */
+    int64_t bad = want == RT_DTYPE_F32 ? rt_check_finite(rt_f32(t), (int64_t)count) : -1;
+    if (bad >= 0) {
+        int64_t per = (int64_t)count / shape[0];
+        float v = rt_f32(t)[bad];
+        rt_tensor_release(t);
+        return rt_error(ctx, RT_STATUS_ERR_NUMERIC,
+                        "%s: data: sample %lld (0-based), value %lld at offset %llu is %s%s", L,
+                        (long long)(bad / per), (long long)(bad % per),
+                        (unsigned long long)(hdr + (uint64_t)bad * esize), rt_nonfinite_name(v),
+                        type == 0x0E && !isnan(v) ? " (an f64 beyond the f32 range)" : "");
     }
     *out = t;
     return RT_STATUS_OK;

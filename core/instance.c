@@ -435,6 +435,14 @@ rt_status rt_instance_load_st(rt_instance *i, rt_ctx *ctx, const rt_st *f, const
                           rt_dtype_name(t->dtype), rt_tensor_shape_str(t, a, sizeof a), rt_kind_name(i->desc->kind),
                           i->desc->name, rt_dtype_name(p[j].value->dtype),
                           rt_tensor_shape_str(p[j].value, b, sizeof b));
+        else {
+            /* Weights enter finite: the first NaN or inf is named here. */
+            char what[320];
+            snprintf(what, sizeof what, "tensor '%s'", p[j].name);
+            if (rt_tensor_check_finite(ctx, t, what))
+                st = rt_error_prefix(ctx, "%s: %s '%s' cannot use its weights", label, rt_kind_name(i->desc->kind),
+                                     i->desc->name);
+        }
     }
     for (int j = 0; j < n && !st; j++)
         st = rt_tensor_copy(ctx, p[j].value, rt_st_find(f, p[j].name));

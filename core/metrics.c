@@ -8,7 +8,19 @@
 
 #include "retort.h"
 
-static int check2(rt_ctx *ctx, const char *what, const rt_tensor *a, const rt_tensor *b)
+/* Logits must be finite: a NaN row has no argmax and no distribution, and
+ * would otherwise count as agreeing (argmax 0 on both sides) or add 0 to a
+ * KL, a perfect score for a broken model. */
+static int check_finite(rt_ctx *ctx, const char *what, const rt_tensor *t, const char *name)
+{
+    if (!rt_tensor_check_finite(ctx, t, name)) return 0;
+    rt_error_prefix(ctx, "%s", what);
+    return -1;
+}
+
+/* a and b: contiguous f32 [N, C] of one shape, finite; an and bn name them. */
+static int check2(rt_ctx *ctx, const char *what, const rt_tensor *a, const rt_tensor *b, const char *an,
+                  const char *bn)
 {
     char x[64], y[64];
     if (a->dtype != RT_DTYPE_F32 || a->ndim != 2 || !rt_is_contiguous(a) || b->dtype != RT_DTYPE_F32 ||
@@ -18,7 +30,7 @@ static int check2(rt_ctx *ctx, const char *what, const rt_tensor *a, const rt_te
                  rt_tensor_shape_str(b, y, sizeof y));
         return -1;
     }
-    return 0;
+    return check_finite(ctx, what, a, an) || check_finite(ctx, what, b, bn) ? -1 : 0;
 }
 
 static int64_t row_argmax(const float *r, int64_t C)
@@ -38,6 +50,7 @@ int64_t rt_count_correct(rt_ctx *ctx, const rt_tensor *logits, const rt_tensor *
                  rt_tensor_shape_str(logits, a, sizeof a), rt_dtype_name(y->dtype), rt_tensor_shape_str(y, b, sizeof b));
         return -1;
     }
+    if (check_finite(ctx, "accuracy", logits, "logits")) return -1;
     int64_t N = logits->shape[0], C = logits->shape[1], n = 0;
     const float *z = rt_f32(logits);
     const int32_t *l = rt_i32(y);
@@ -47,7 +60,7 @@ int64_t rt_count_correct(rt_ctx *ctx, const rt_tensor *logits, const rt_tensor *
 
 int64_t rt_count_agree(rt_ctx *ctx, const rt_tensor *a, const rt_tensor *b)
 {
-    if (check2(ctx, "agreement", a, b)) return -1;
+    if (check2(ctx, "agreement", a, b, "logits", "teacher logits")) return -1;
     int64_t N = a->shape[0], C = a->shape[1], n = 0;
     for (int64_t i = 0; i < N; i++) n += row_argmax(rt_f32(a) + i * C, C) == row_argmax(rt_f32(b) + i * C, C);
     return n;
@@ -58,7 +71,7 @@ int64_t rt_count_agree(rt_ctx *ctx, const rt_tensor *a, const rt_tensor *b)
 static int log_probs_pair(rt_ctx *ctx, const char *what, const rt_tensor *t, const rt_tensor *s, float T, double **lt,
                           double **ls)
 {
-    if (check2(ctx, what, t, s)) return -1;
+    if (check2(ctx, what, t, s, "teacher logits", "logits")) return -1;
     int64_t N = t->shape[0], C = t->shape[1];
     *lt = rt_scratch(ctx, sizeof(double) * (size_t)(2 * N * C));
     if (!*lt) return -1;
@@ -99,7 +112,7 @@ static int check_labels(rt_ctx *ctx, const char *what, const rt_tensor *logits, 
                      (long long)i, (long long)C);
             return -1;
         }
-    return 0;
+    return check_finite(ctx, what, logits, "logits");
 }
 
 int64_t rt_count_topk(rt_ctx *ctx, const rt_tensor *logits, const rt_tensor *y, int k)

@@ -250,30 +250,96 @@ static rt_status check_tied(const rt_optim *o, rt_ctx *ctx, const rt_param *para
     return RT_STATUS_OK;
 }
 
-static void sgd_pass(float *restrict p, const float *restrict g, int64_t n, float lr, float wd)
+/* The passes return the largest (bits & 0x7f800000) of the values they
+ * wrote, per lane then combined: 0x7f800000 means one of them is NaN or
+ * +-inf (all exponent bits set).  An integer max in the same pass costs
+ * next to nothing in a loop bound by memory, and leaves the arithmetic,
+ * hence every trained number, exactly as it was. */
+#define EXP_MASK 0x7f800000u
+static inline uint32_t expo(float x)
 {
-    VLOOP(i, n, p[i] -= lr * (g[i] + wd * p[i]););
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    return u & EXP_MASK;
+}
+#define UMAX(a, b) ((a) > (b) ? (a) : (b))
+/* for i in [0, n): body, with lanes acc[k] (k = i mod VW in the blocks). */
+#define VLOOP_ACC(acc, i, n, body)                                             \
+    do {                                                                       \
+        int64_t i##_b = 0, i##_n = (n);                                        \
+        for (; i##_b + VW <= i##_n; i##_b += VW)                               \
+            for (int k_ = 0; k_ < VW; k_++) {                                  \
+                int64_t i = i##_b + k_;                                        \
+                uint32_t *lane = &acc[k_];                                     \
+                body                                                           \
+            }                                                                  \
+        for (int64_t i = i##_b; i < i##_n; i++) {                              \
+            uint32_t *lane = &acc[0];                                          \
+            body                                                               \
+        }                                                                      \
+    } while (0)
+
+static uint32_t lanes_max(const uint32_t *acc)
+{
+    uint32_t m = 0;
+    for (int k = 0; k < VW; k++) m = UMAX(m, acc[k]);
+    return m;
+}
+
+static uint32_t sgd_pass(float *restrict p, const float *restrict g, int64_t n, float lr, float wd)
+{
+    uint32_t acc[VW] = {0};
+    VLOOP_ACC(acc, i, n, float pn = p[i] - lr * (g[i] + wd * p[i]); p[i] = pn;
+              *lane = UMAX(*lane, expo(pn)););
+    return lanes_max(acc);
 }
 
 /* b = cb b + cd d;  p -= lr (nd d + nb b).  The coefficients encode the
  * first step (cb 0, cd 1) and nesterov (nd 1, nb mu) or not (nd 0, nb 1):
  * multiplying by 0 or 1 is exact, and the loop has no branch. */
-static void sgd_momentum_pass(float *restrict p, const float *restrict g, float *restrict b,
-                              int64_t n, float lr, float wd, float cb, float cd, float nd,
-                              float nb)
+static uint32_t sgd_momentum_pass(float *restrict p, const float *restrict g, float *restrict b,
+                                  int64_t n, float lr, float wd, float cb, float cd, float nd,
+                                  float nb)
 {
-    VLOOP(i, n, float d = g[i] + wd * p[i]; float bi = cb * b[i] + cd * d; b[i] = bi;
-          p[i] -= lr * (nd * d + nb * bi););
+    uint32_t acc[VW] = {0};
+    VLOOP_ACC(acc, i, n, float d = g[i] + wd * p[i]; float bi = cb * b[i] + cd * d; b[i] = bi;
+              float pn = p[i] - lr * (nd * d + nb * bi); p[i] = pn;
+              *lane = UMAX(*lane, UMAX(expo(pn), expo(bi))););
+    return lanes_max(acc);
 }
 
-static void adam_pass(float *restrict p, const float *restrict g, float *restrict m,
-                      float *restrict v, int64_t n, float l2, float decay, float b1, float b2,
-                      float step_size, float inv_bc2_sqrt, float eps)
+static uint32_t adam_pass(float *restrict p, const float *restrict g, float *restrict m,
+                          float *restrict v, int64_t n, float l2, float decay, float b1, float b2,
+                          float step_size, float inv_bc2_sqrt, float eps)
 {
     float c1 = 1.0f - b1, c2 = 1.0f - b2;
-    VLOOP(i, n, float pi = p[i]; float gi = g[i] + l2 * pi; float mi = b1 * m[i] + c1 * gi;
-          float vi = b2 * v[i] + c2 * gi * gi; m[i] = mi; v[i] = vi;
-          p[i] = pi * decay - step_size * mi / (sqrtf(vi) * inv_bc2_sqrt + eps););
+    uint32_t acc[VW] = {0};
+    VLOOP_ACC(acc, i, n, float pi = p[i]; float gi = g[i] + l2 * pi; float mi = b1 * m[i] + c1 * gi;
+              float vi = b2 * v[i] + c2 * gi * gi; m[i] = mi; v[i] = vi;
+              float pn = pi * decay - step_size * mi / (sqrtf(vi) * inv_bc2_sqrt + eps); p[i] = pn;
+              *lane = UMAX(*lane, UMAX(expo(pn), expo(vi))););
+    return lanes_max(acc);
+}
+
+/* After a pass wrote a non-finite value into parameter pr (or its state,
+ * from s): the error, naming the first bad value and the cause, a
+ * non-finite gradient or a finite one the update overflowed.  The values
+ * are already written: the caller's run cannot go on from here. */
+static rt_status nonfinite_update(const rt_optim *o, rt_ctx *ctx, const rt_param *pr, int s, float lr)
+{
+    char what[320];
+    const char *k = kind_name(&o->cfg);
+    snprintf(what, sizeof what, "the gradient of '%s'", pr->name);
+    if (rt_tensor_check_finite(ctx, pr->grad, what)) return rt_error_prefix(ctx, "optimizer %s", k);
+    snprintf(what, sizeof what, "parameter '%s'", pr->name);
+    rt_status st = rt_tensor_check_finite(ctx, pr->value, what);
+    for (int j = 0; !st && s >= 0 && j < per_param(&o->cfg); j++) {
+        snprintf(what, sizeof what, "state '%s'", o->t.names[s + j]);
+        st = rt_tensor_check_finite(ctx, o->t.state[s + j], what);
+    }
+    if (!st) rt_error(ctx, RT_STATUS_ERR_NUMERIC, "parameter '%s' became non-finite", pr->name);
+    return rt_error_prefix(ctx, "optimizer %s: the update with lr %g overflowed a finite gradient (lower the learning "
+                           "rate, or scale the loss down)", k, lr);
 }
 
 rt_status rt_optim_step(rt_optim *o, rt_ctx *ctx, const rt_param *params, int n, float lr)
@@ -302,21 +368,27 @@ rt_status rt_optim_step(rt_optim *o, rt_ctx *ctx, const rt_param *params, int n,
         const float *g = rt_f32(pr->grad);
         int64_t len = rt_numel(pr->value);
         int s = o->t.params[i].first_state;
+        uint32_t top;
         if (c->kind == RT_OPTIM_SGD) {
             if (s < 0) {
-                sgd_pass(p, g, len, lr, wd);
-                continue;
+                top = sgd_pass(p, g, len, lr, wd);
+            } else {
+                float mu = c->momentum;
+                float cb = o->fresh ? 0.0f : mu, cd = o->fresh ? 1.0f : 1.0f - c->dampening;
+                float nd = c->nesterov ? 1.0f : 0.0f, nb = c->nesterov ? mu : 1.0f;
+                top = sgd_momentum_pass(p, g, rt_f32(o->t.state[s]), len, lr, wd, cb, cd, nd, nb);
             }
-            float mu = c->momentum;
-            float cb = o->fresh ? 0.0f : mu, cd = o->fresh ? 1.0f : 1.0f - c->dampening;
-            float nd = c->nesterov ? 1.0f : 0.0f, nb = c->nesterov ? mu : 1.0f;
-            sgd_momentum_pass(p, g, rt_f32(o->t.state[s]), len, lr, wd, cb, cd, nd, nb);
         } else {
             double bc1 = 1.0 - pow(c->beta1, (double)t), bc2 = 1.0 - pow(c->beta2, (double)t);
             float l2 = c->decoupled ? 0.0f : wd;
             float decay = c->decoupled ? 1.0f - lr * wd : 1.0f;
-            adam_pass(p, g, rt_f32(o->t.state[s]), rt_f32(o->t.state[s + 1]), len, l2, decay,
-                      c->beta1, c->beta2, (float)(lr / bc1), (float)(1.0 / sqrt(bc2)), c->eps);
+            top = adam_pass(p, g, rt_f32(o->t.state[s]), rt_f32(o->t.state[s + 1]), len, l2, decay,
+                            c->beta1, c->beta2, (float)(lr / bc1), (float)(1.0 / sqrt(bc2)), c->eps);
+        }
+        if (top == EXP_MASK) {
+            o->fresh = 0;
+            o->steps = t;
+            return nonfinite_update(o, ctx, pr, s, lr);
         }
     }
     o->fresh = 0;

@@ -102,6 +102,10 @@ double rt_tensor_get(const rt_tensor *t, int64_t flat);
 void rt_tensor_set(rt_tensor *t, int64_t flat, double v);
 /* 1 if every element of an f32 tensor is finite (i32: always 1). */
 int rt_tensor_all_finite(const rt_tensor *t);
+/* RT_STATUS_OK when t (contiguous; i32 always passes) holds no NaN or inf;
+ * else RT_STATUS_ERR_NUMERIC and "WHAT has a non-finite value: nan at
+ * [i, j] (0-based, of [N, C])" in ctx, naming the first one. */
+rt_status rt_tensor_check_finite(rt_ctx *ctx, const rt_tensor *t, const char *what);
 /* Bytes of the storage, for size reports. */
 size_t rt_tensor_nbytes(const rt_tensor *t);
 
@@ -165,6 +169,12 @@ void rt_sum_cols(const float *x, int64_t N, int64_t C, float *out,
 double rt_sum(const float *x, int64_t n);
 /* y[n] += a * x[n] */
 void rt_axpy(int64_t n, float a, const float *x, float *y);
+/* Index of the first NaN or +-inf in x[0..n), or -1 when all are finite.
+ * Fast: one vectorised pass over the exponent bits (finite.c). */
+int64_t rt_check_finite(const float *x, int64_t n);
+int64_t rt_check_finite_ref(const float *x, int64_t n);
+/* "nan", "inf" or "-inf" for a non-finite v, for messages. */
+const char *rt_nonfinite_name(float v);
 
 /* BLAS threads and the OpenBLAS core name (for manifests). */
 void rt_set_threads(int n);
@@ -212,7 +222,11 @@ void rt_optim_free(rt_optim *o);
  * at learning rate lr (the schedule's value for this step).  State
  * (moments) is created at the first step and tied to the parameter order
  * and shapes: a different list afterwards is an error.  Does NOT zero the
- * gradients (the caller does, through the student's zero_grad). */
+ * gradients (the caller does, through the student's zero_grad).
+ * A parameter or state value made NaN or +-inf by the update is an error
+ * (RT_STATUS_ERR_NUMERIC) naming it, its first bad index and the cause (a
+ * non-finite gradient, or lr overflowing a finite one); the update is
+ * already applied up to that parameter, so the run must stop there. */
 rt_status rt_optim_step(rt_optim *o, rt_ctx *ctx, const rt_param *params,
                         int n, float lr);
 /* Checkpointing: the state tensors with names ("<param>.exp_avg",
@@ -256,7 +270,8 @@ float rt_schedule_lr(const rt_schedule *s, int64_t step);
  * only).  Every size is checked: dims product overflow, declared size vs
  * bytes present (exact match required: trailing bytes are an error),
  * decompression bounded by the declared size.  Errors name the path, the
- * field and the byte offset. */
+ * field and the byte offset.  f32 results must be finite (a NaN or inf is
+ * RT_STATUS_ERR_NUMERIC naming the sample and the offset). */
 rt_status rt_idx_read(rt_ctx *ctx, const char *path, rt_dtype want,
                       float scale, rt_tensor **out);
 /* The same from memory (raw, not gzip), for fuzzing; label names it. */
@@ -282,6 +297,10 @@ int rt_st_meta_count(const rt_st *f);
 const char *rt_st_meta_key(const rt_st *f, int i);
 const char *rt_st_meta_value(const rt_st *f, int i);
 const char *rt_st_meta_get(const rt_st *f, const char *key); /* or NULL */
+/* Every f32 tensor of f finite, else RT_STATUS_ERR_NUMERIC and "LABEL:
+ * tensor 'name' has a non-finite value: nan at [i, j] ...".  The readers
+ * accept any value (a file can be inspected); loaders of weights call this. */
+rt_status rt_st_check_finite(rt_ctx *ctx, const rt_st *f, const char *label);
 
 /* Writes tensors (any strides; written contiguous, in the given order) and
  * metadata (nmeta key/value pairs) to path atomically: a temp file in the
@@ -346,7 +365,8 @@ rt_status rt_append_file(rt_ctx *ctx, const char *path, const void *data,
 /* A dataset: x [N, ...] f32 and y [N] i32, both retained. */
 typedef struct rt_dataset rt_dataset;
 
-/* New dataset over x and y (retained); N must agree; y may be NULL.
+/* New dataset over x and y (retained); N must agree; y may be NULL; x
+ * must be finite (RT_STATUS_ERR_NUMERIC names the first bad sample).
  * NULL + error. */
 rt_dataset *rt_dataset_new(rt_ctx *ctx, rt_tensor *x, rt_tensor *y);
 void rt_dataset_free(rt_dataset *d);
@@ -361,11 +381,12 @@ rt_status rt_dataset_gather(const rt_dataset *d, rt_ctx *ctx,
 
 /* ================================================================ metrics */
 /* Evaluation sums over a batch; callers divide by the sample count.  Shapes
- * are checked (errors in ctx, result -1). */
+ * are checked, and logits must be finite (errors in ctx, result -1). */
 
 /* Rows of logits [N, C] whose argmax equals y [N] (i32). */
 int64_t rt_count_correct(rt_ctx *ctx, const rt_tensor *logits, const rt_tensor *y);
-/* Rows of a [N, C] and b [N, C] with the same argmax. */
+/* Rows of a [N, C] and b [N, C] with the same argmax; messages call a
+ * "logits" and b "teacher logits". */
 int64_t rt_count_agree(rt_ctx *ctx, const rt_tensor *a, const rt_tensor *b);
 /* Sum over rows of KL(softmax(t/T) || softmax(s/T)), t and s [N, C];
  * teacher probabilities of 0 contribute 0.  Uses ctx scratch. */
@@ -484,7 +505,8 @@ rt_status rt_instance_save(rt_instance *i, rt_ctx *ctx, const char *path,
                            int nmeta, const char *const *keys,
                            const char *const *values);
 /* Loads parameter values from a safetensors file: every parameter present
- * with its exact shape; extra tensors are ignored unless strict. */
+ * with its exact shape and finite (the first NaN or inf is named); extra
+ * tensors are ignored unless strict.  A failed load changes nothing. */
 rt_status rt_instance_load(rt_instance *i, rt_ctx *ctx, const char *path);
 rt_status rt_instance_load_st(rt_instance *i, rt_ctx *ctx, const rt_st *f,
                               const char *label);

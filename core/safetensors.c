@@ -777,9 +777,13 @@ rt_status rt_st_write(rt_ctx *ctx, const char *path, int n, const char *const *n
         if (!t) return rt_error(ctx, RT_STATUS_ERR_ARG, "%s: tensor '%s' is NULL", path, nm);
         if (t->dtype != RT_DTYPE_F32 && t->dtype != RT_DTYPE_I32)
             return rt_error(ctx, RT_STATUS_ERR_ARG, "%s: tensor '%s' has unknown dtype %d", path, nm, (int)t->dtype);
-        if (!rt_tensor_all_finite(t))
-            return rt_error(ctx, RT_STATUS_ERR_NUMERIC, "%s: tensor '%s' has non-finite values (NaN or Inf)", path,
-                            nm);
+        if (!rt_tensor_all_finite(t)) {
+            char what[320];
+            snprintf(what, sizeof what, "tensor '%s'", nm);
+            if (!rt_is_contiguous(t) || !rt_tensor_check_finite(ctx, t, what))
+                rt_error(ctx, RT_STATUS_ERR_NUMERIC, "%s has non-finite values (NaN or Inf)", what);
+            return rt_error_prefix(ctx, "%s: not written", path);
+        }
     }
     size_t bad;
     for (int i = 0; i < n; i++)

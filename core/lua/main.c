@@ -39,6 +39,45 @@ static const char *usage =
     "example:\n"
     "  retort run scripts/recipes/fashion_mnist.lua --epochs 2\n";
 
+/* Pushes msg and the stack traceback without the library's frames: the
+ * error machinery and library functions ("[C]: in function 'error'",
+ * "scripts/retort/util.lua:26: in field 'rethrow'") above the user's
+ * first frame, and library frames below it, are noise to a recipe's
+ * author: the message already points at the recipe's line.  A message
+ * positioned in the library itself is a library bug: its traceback is
+ * kept whole. */
+static void push_traceback(lua_State *L, const char *msg)
+{
+    luaL_traceback(L, L, msg, 1);
+    if (!strncmp(msg, "scripts/retort/", 15)) return;
+    const char *tb = lua_tostring(L, -1);
+    const char *head = "\nstack traceback:";
+    if (strncmp(tb + strlen(msg), head, strlen(head))) return;
+    const char *p = tb + strlen(msg) + strlen(head);
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    luaL_addlstring(&b, tb, (size_t)(p - tb));
+    int user = 0, dropped = 0;
+    while (*p == '\n') {
+        const char *e = strchr(p + 1, '\n');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        const char *line = p + 2; /* after "\n\t" */
+        int lib = !strncmp(line, "scripts/retort/", 15);
+        int c = !strncmp(line, "[C]:", 4);
+        int tail = !strncmp(line, "(...tail calls...)", 18);
+        if (lib || (!user && (c || tail)) || (tail && dropped)) {
+            dropped = 1;
+        } else {
+            luaL_addlstring(&b, p, len);
+            user = 1;
+            dropped = 0;
+        }
+        p += len;
+    }
+    luaL_pushresult(&b);
+    lua_remove(L, -2);
+}
+
 /* The message handler: adds a traceback (lua.c's msghandler). */
 static int msghandler(lua_State *L)
 {
@@ -47,7 +86,7 @@ static int msghandler(lua_State *L)
         if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;
         msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
     }
-    luaL_traceback(L, L, msg, 1);
+    push_traceback(L, msg);
     return 1;
 }
 
@@ -93,6 +132,16 @@ static int call_protected(lua_State *L, int nargs, int want_status, const char *
                 p += 5;
                 while (*p >= '0' && *p <= '9') p++;
                 if (p[0] == ':' && p[1] == ' ') msg = p + 2;
+            }
+            /* "retort report: report: ..." or "retort eval: rt.evaluate:
+             * ...": the command's name is said once; a library function's
+             * name means nothing to someone who typed a command. */
+            size_t n = strlen(command);
+            if (!strncmp(msg, command, n) && !strncmp(msg + n, ": ", 2)) msg += n + 2;
+            else if (!strncmp(msg, "rt.", 3)) {
+                const char *q = msg + 3;
+                while ((*q >= 'a' && *q <= 'z') || (*q >= '0' && *q <= '9') || *q == '_' || *q == '.') q++;
+                if (q[0] == ':' && q[1] == ' ') msg = q + 2;
             }
             fprintf(stderr, "retort %s: %s\n", command, msg);
         } else {

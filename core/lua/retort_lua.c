@@ -889,15 +889,19 @@ static int s_zero_grad(lua_State *L)
     return 0;
 }
 
-/* teacher:forward(x) -> logits */
+/* teacher:forward(x [, ids]) -> logits, finite: a NaN or inf is an error
+ * naming the sample (ids: the batch's i32 sample ids) and the class. */
 static int te_forward(lua_State *L)
 {
     linst *u = rtL_checkinst(L, 1, MT_TEACHER);
-    rt_tensor *x = rtL_checktensor(L, 2);
+    rt_tensor *x = rtL_checktensor(L, 2), *ids = rtL_opttensor(L, 3);
     rt_signal sig;
     if (rt_teacher_forward(u->i, S(L)->ctx, x, &sig)) return rtL_fail(L);
     if (!sig.logits) luaL_error(L, "teacher '%s' gives a top-k signal; not yet supported in Lua",
                                 rt_instance_desc(u->i)->name);
+    char what[160];
+    snprintf(what, sizeof what, "teacher '%s': its logit", rt_instance_desc(u->i)->name);
+    rtL_check_rows(L, sig.logits, what, ids);
     rtL_pushborrowed(L, sig.logits);
     return 1;
 }
@@ -1480,13 +1484,15 @@ static int l_idx_read(lua_State *L)
 
 static void st_free(void *p) { rt_st_free(p); }
 
-/* rt.load(path) -> tensors {name = Tensor}, metadata {k = v}, names {...} */
+/* rt.load(path) -> tensors {name = Tensor}, metadata {k = v}, names {...};
+ * every f32 tensor finite (the first NaN or inf is an error naming it) */
 static int l_load(lua_State *L)
 {
     const char *path = luaL_checkstring(L, 1);
     box *bx = box_new(L, st_free);
     if (rt_st_read(S(L)->ctx, path, (rt_st **)&bx->p)) return rtL_fail(L);
     rt_st *f = bx->p;
+    if (rt_st_check_finite(S(L)->ctx, f, path)) return rtL_fail(L); /* weights enter finite */
     int n = rt_st_count(f);
     lua_createtable(L, 0, n);
     lua_createtable(L, 0, rt_st_meta_count(f));
@@ -1524,6 +1530,7 @@ static int l_save(lua_State *L)
 {
     const char *path = luaL_checkstring(L, 1);
     luaL_checktype(L, 2, LUA_TTABLE);
+    lua_settop(L, 3); /* no metadata: index 3 is nil, not the arrays below */
     int n = (int)lua_rawlen(L, 2);
     const char **names = lua_newuserdatauv(L, sizeof(char *) * (size_t)(n + 1), 0);
     const rt_tensor **ts = lua_newuserdatauv(L, sizeof(rt_tensor *) * (size_t)(n + 1), 0);
@@ -1977,6 +1984,7 @@ int luaopen_retort(lua_State *L)
     rtL_open_metrics(L);
     rtL_open_provenance(L);
     rtL_open_runfolder(L);
+    rtL_open_finite(L);
 
     /* Run the Lua library: each chunk receives the module table. */
     for (const struct rtL_chunk *c = rtL_lua_chunks; c->name; c++) {

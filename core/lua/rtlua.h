@@ -85,5 +85,11 @@ int rtL_loss_set_value(lua_State *L);
 void rtL_open_metrics(lua_State *L);    /* metrics_lua.c: evaluation      */
 void rtL_open_provenance(lua_State *L); /* provenance_lua.c: weights hash */
 void rtL_open_runfolder(lua_State *L);  /* runfolder_lua.c: lock, appends */
+void rtL_open_finite(lua_State *L);     /* finite_lua.c: NaN/inf checks   */
+
+/* Raises "WHAT is nan for sample S (0-based), class C" at the calling line
+ * when t ([N, C] f32) holds a NaN or inf; ids (i32 [>= N] sample ids, or
+ * NULL: rows of the batch) names the sample.  Returns 0 when all finite. */
+int rtL_check_rows(lua_State *L, const rt_tensor *t, const char *what, const rt_tensor *ids);
 
 #endif

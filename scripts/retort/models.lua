@@ -3,8 +3,23 @@ local rt = ...
 local util = rt.util
 local c_student, c_teacher, c_loss = rt.student, rt.teacher, rt.loss
 
-function rt.student(name, opts) return util.call(c_student, name, opts) end
-function rt.loss(name, opts) return util.call(c_loss, name, opts) end
+-- The arguments every constructor takes; the C function would say "bad
+-- argument #2 to '?'", without its own name.
+local function check_args(what, name, opts)
+  if type(name) ~= "string" then error(("%s: the plugin name must be a string, got %s"):format(what, type(name)), 3) end
+  if opts ~= nil and type(opts) ~= "table" then
+    error(("%s: the options must be a table, got %s"):format(what, type(opts)), 3)
+  end
+end
+
+function rt.student(name, opts)
+  check_args("rt.student", name, opts)
+  return util.call(c_student, name, opts)
+end
+function rt.loss(name, opts)
+  check_args("rt.loss", name, opts)
+  return util.call(c_loss, name, opts)
+end
 
 -- rt.teacher(name, opts), or rt.teacher(net) for a live student net, the
 -- same as rt.teacher("model", {student = net}): the teacher gets net's
@@ -20,6 +35,7 @@ function rt.teacher(name, opts)
     if opts ~= nil then error("rt.teacher(net) takes the student alone", 2) end
     name, opts = "model", { student = name }
   end
+  check_args("rt.teacher", name, opts)
   if type(opts) == "table" and opts.student ~= nil and type(opts.student) ~= "string" then
     if name ~= "model" then error("rt.teacher: 'student' is an option of the 'model' teacher only", 2) end
     local s = opts.student

@@ -16,11 +16,19 @@ rt.schedule = {}
 local Schedule = { __call = function(self, step) return rt.schedule_lr(self, step) end }
 Schedule.__index = Schedule
 
+-- Errors are raised at the recipe's line (util.rethrow finds it: the
+-- constructors below tail-call make, so a fixed error level would miss).
 local function make(kind, o, known)
   o = o or {}
-  util.check_keys(o, known, "rt.schedule." .. kind, 3)
+  local ok, err = pcall(util.check_keys, o, known, "rt.schedule." .. kind)
+  if not ok then util.rethrow(err) end
   local s = { kind = kind }
-  for k, v in pairs(o) do s[k] = v end
+  for k, v in pairs(o) do
+    if type(v) ~= "number" or v ~= v or v == math.huge or v == -math.huge then
+      util.rethrow(("rt.schedule.%s: '%s' must be a finite number, got %s"):format(kind, k, tostring(v)))
+    end
+    s[k] = v
+  end
   return setmetatable(s, Schedule)
 end
 

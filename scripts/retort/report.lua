@@ -26,7 +26,7 @@ local function read_json(path)
   local s = util.read_file(path)
   if not s then return nil end
   local ok, v = pcall(rt.json_decode, s)
-  if not ok then error(("report: %s is not JSON: %s"):format(path, tostring(v)), 0) end
+  if not ok then error(("rt.report: %s is not JSON: %s"):format(path, util.strip_position(tostring(v))), 0) end
   return v
 end
 
@@ -69,7 +69,7 @@ function M.load(dir)
   end
   local run = load_run(dir)
   if not run.manifest then
-    error(("report: %s has neither summary.json nor manifest.json (not a run folder)"):format(dir), 0)
+    error(("rt.report: %s has neither summary.json nor manifest.json (not a run folder)"):format(dir), 0)
   end
   local man = run.manifest
   local e = run.eval or man.result or {}
@@ -921,4 +921,4 @@ local function report(dir, o)
   return path
 end
 
-rt.report = setmetatable(M, { __call = function(_, dir, o) return report(dir, o) end })
+rt.report = setmetatable(M, { __call = function(_, dir, o) return util.call(report, dir, o) end })

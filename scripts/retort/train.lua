@@ -25,8 +25,10 @@ end
 -- bins[b] = {lo, hi, count, confidence, accuracy} for a reliability curve.
 -- agreement: top-1 equal to the teacher's; kl: mean over samples of
 -- KL(teacher || model) at T = 1; js: mean Jensen-Shannon divergence.
--- The label-dependent fields are absent for data without labels.
-function rt.evaluate(model, data, o)
+-- The label-dependent fields are absent for data without labels.  Logits
+-- of the model or the teacher that are NaN or inf are an error naming the
+-- sample (a broken model never scores as a perfect match).
+local function evaluate(model, data, o)
   o = o or {}
   util.check_keys(o, { teacher = 1, batch = 1, bins = 1, quiet = 1, label = 1 }, "rt.evaluate", 2)
   local correct, top5, agree, kl, js, n = 0, 0, 0, 0.0, 0.0, 0
@@ -35,17 +37,19 @@ function rt.evaluate(model, data, o)
   local bs = o.batch or 1000
   local progress = rt.progress(o.label or "evaluate", math.ceil(data:size() / bs), o.quiet)
   local t0 = rt.clock()
-  for x, y in data:batches(bs) do
+  for x, y, idx in data:batches(bs) do
     local z = forward_eval(model, x)
+    rt.check_finite(z, "the model's logit", idx)
     if has_labels then
       local C = z:size(2)
+      if not stats then util.check_labels(model, C, data:y(), "the data") end
       stats = stats or rt.class_stats(C, o.bins or 15)
       correct = correct + rt.count_correct(z, y)
       top5 = top5 + rt.count_topk(z, y, math.min(5, C))
       stats:add(z, y)
     end
     if o.teacher then
-      local tz = o.teacher:forward(x)
+      local tz = o.teacher:forward(x, idx)
       agree = agree + rt.count_agree(z, tz)
       kl = kl + rt.kl_sum(tz, z, 1)
       js = js + rt.js_sum(tz, z, 1)
@@ -68,6 +72,7 @@ function rt.evaluate(model, data, o)
   end
   return r
 end
+rt.evaluate = util.api("rt.evaluate", evaluate)
 
 -- ------------------------------------------------------------- progress
 
@@ -127,23 +132,23 @@ local function normalize_terms(spec, level)
   local terms = {}
   local function add(l, w, name, temperature)
     if type(l) ~= "userdata" or not pcall(l.needs, l) then
-      error("distill: each loss term needs a loss (from rt.loss or a Lua loss)", level + 2)
+      error("rt.distill: each loss term needs a loss (from rt.loss or a Lua loss)", level + 2)
     end
     w = w == nil and 1 or w
     if type(w) ~= "number" and type(w) ~= "function" then
-      error("distill: a loss weight must be a number or a function(epoch, step)", level + 2)
+      error("rt.distill: a loss weight must be a number or a function(epoch, step)", level + 2)
     end
     if temperature ~= nil then
       if type(temperature) ~= "number" and type(temperature) ~= "function" then
-        error("distill: a temperature must be a number or a function(epoch, step)", level + 2)
+        error("rt.distill: a temperature must be a number or a function(epoch, step)", level + 2)
       end
       local T0 = rt.json_decode(l:options_json()).temperature
       if type(T0) ~= "number" then
-        error(("distill: loss '%s' has no temperature option to schedule"):format(l:name()), level + 2)
+        error(("rt.distill: loss '%s' has no temperature option to schedule"):format(l:name()), level + 2)
       end
       local ok, err = pcall(l.set, l, "temperature", T0)
       if not ok then
-        error(("distill: loss '%s' cannot change its temperature: %s"):format(l:name(), tostring(err)), level + 2)
+        error(("rt.distill: loss '%s' cannot change its temperature: %s"):format(l:name(), tostring(err)), level + 2)
       end
     end
     local needs_teacher, needs_target = l:needs()
@@ -159,11 +164,11 @@ local function normalize_terms(spec, level)
       for _, t in ipairs(spec) do
         if type(t) == "userdata" then add(t, 1)
         elseif type(t) == "table" then add(t[1] or t.loss, t[2] or t.weight, t.name, t.temperature)
-        else error("distill: 'loss' entries are {loss, weight}", level + 1) end
+        else error("rt.distill: 'loss' entries are {loss, weight}", level + 1) end
       end
     end
   else
-    error("distill: 'loss' must be a loss or a list of {loss, weight}", level + 1)
+    error("rt.distill: 'loss' must be a loss or a list of {loss, weight}", level + 1)
   end
   -- Two terms from the same plugin get distinct names in the logs.
   local seen = {}
@@ -253,14 +258,15 @@ local DISTILL_KEYS = {
 -- true continues the same run from out/last.safetensors.
 -- eval_teacher: the teacher to measure agreement against (defaults to
 -- teacher); lets a plain-CE baseline report its agreement too.
-function rt.distill(cfg)
+-- at: where the loop is ({step, epoch}), for the error message.
+local function distill(cfg, at)
   if type(cfg) ~= "table" then error("rt.distill: needs a table of settings", 2) end
   util.check_keys(cfg, DISTILL_KEYS, "rt.distill", 2)
   local student, teacher, data = cfg.student, cfg.teacher, cfg.data
   if type(student) ~= "userdata" or not pcall(student.kind, student) or student:kind() ~= "student" then
     error("rt.distill: 'student' must be a student (rt.student)", 2)
   end
-  if teacher ~= nil and (not pcall(teacher.kind, teacher) or teacher:kind() ~= "teacher") then
+  if teacher ~= nil and (type(teacher) ~= "userdata" or not pcall(teacher.kind, teacher) or teacher:kind() ~= "teacher") then
     error("rt.distill: 'teacher' must be a teacher (rt.teacher)", 2)
   end
   if type(data) ~= "userdata" or not pcall(data.size, data) then
@@ -309,6 +315,9 @@ function rt.distill(cfg)
   local n = data:size()
   local steps_per_epoch = math.ceil(n / bs)
   local schedule = cfg.schedule
+  if schedule ~= nil and not rt.schedule.is(schedule) and type(schedule) ~= "function" then
+    error(("rt.distill: 'schedule' must be an rt.schedule or a function(step) -> lr, got %s"):format(type(schedule)), 2)
+  end
   if rt.schedule.is(schedule) and schedule.kind == "cosine" and not schedule.total then
     schedule.total = epochs * steps_per_epoch
   end
@@ -318,6 +327,8 @@ function rt.distill(cfg)
   end
   local eval_teacher = cfg.eval_teacher or teacher
   local log_every = cfg.log_every or 50
+  util.check_run{ student = student, teacher = teacher, terms = terms, data = data, eval = cfg.eval,
+                  eval_teacher = eval_teacher }
 
   -- run folder, metrics, resume (which restores the RNG seeded here)
   rt.seed(seed)
@@ -387,8 +398,8 @@ function rt.distill(cfg)
     local t0 = rt.clock()
     local pos = 1
     local progress = rt.progress("teacher labels", math.ceil(n / 1000), quiet)
-    for x in data:batches(1000) do
-      local z = teacher:forward(x)
+    for x, _, idx in data:batches(1000) do
+      local z = teacher:forward(x, idx)
       if not cache then cache = rt.zeros({ n, z:size(2) }) end
       cache:narrow(1, pos, #x):copy(z)
       pos = pos + #x
@@ -411,6 +422,7 @@ function rt.distill(cfg)
     local t0 = rt.clock()
     local b = 0
     for x, y, idx in data:batches(bs, { shuffle = true, seed = seed, epoch = epoch }) do
+      at.step, at.epoch = step, epoch
       local tz
       if teacher then
         if cache then
@@ -421,7 +433,7 @@ function rt.distill(cfg)
             tz = cache:gather(idx)
           end
         else
-          tz = teacher:forward(x)
+          tz = teacher:forward(x, idx)
         end
       end
       local s = student:forward(x, true)
@@ -440,11 +452,11 @@ function rt.distill(cfg)
           end
         end
         local v = t.loss:forward(s, t.needs_teacher and tz or nil, t.needs_target and y or nil, epoch, step)
-        if v ~= v or v == math.huge or v == -math.huge then
-          error(("%s: step %d (epoch %d): loss term '%s' is %s"):format(name, step, epoch + 1, t.name, tostring(v)), 0)
-        end
+        if v ~= v or v == math.huge or v == -math.huge then error(util.nonfinite_loss(t, v, s, idx), 0) end
         if w ~= 0 then
           t.loss:backward(s, t.needs_teacher and tz or nil, t.needs_target and y or nil, epoch, step, w, grad)
+          t.grad_what = t.grad_what or ("loss term '%s': its gradient"):format(t.name)
+          rt.check_finite(grad, t.grad_what, idx)
         end
         sums[i] = sums[i] + v * #x
         values[t.name] = v
@@ -461,6 +473,7 @@ function rt.distill(cfg)
       step = step + 1
       progress:update(b, progress_text(terms, values, total))
     end
+    at.step = nil
     progress:finish()
     local seconds = rt.clock() - t0
     train_seconds = train_seconds + seconds
@@ -469,13 +482,13 @@ function rt.distill(cfg)
                   lr = lr_at(math.max(step - 1, 0)), train = {} }
     for i, t in ipairs(terms) do row.train[t.name] = sums[i] / count end
     if cfg.val then
-      local r = rt.evaluate(student, cfg.val, { teacher = eval_teacher, quiet = quiet,
+      local r = evaluate(student, cfg.val, { teacher = eval_teacher, quiet = quiet,
                                                 label = name .. " " .. val_name })
       row.val = { accuracy = r.accuracy, agreement = r.agreement, kl = r.kl, top5 = r.top5, ece = r.ece, js = r.js }
     end
     if cfg.eval then
-      local r = rt.evaluate(student, cfg.eval, { teacher = eval_teacher, quiet = quiet,
-                                                 label = name .. " " .. eval_name })
+      local r = evaluate(student, cfg.eval, { teacher = eval_teacher, quiet = quiet,
+                                              label = name .. " " .. eval_name })
       row.test = { accuracy = r.accuracy, agreement = r.agreement, kl = r.kl, top5 = r.top5, ece = r.ece, js = r.js }
       last_eval = r
     end
@@ -568,11 +581,22 @@ function rt.distill(cfg)
   }
 end
 
+-- Runs distill as the user's function api ("rt.distill" or "rt.fit"): an
+-- error reads "api: step S (epoch E): ..." at the recipe's line.
+local function run(api, cfg)
+  local at = {}
+  local r = table.pack(pcall(distill, cfg, at))
+  if not r[1] then util.rethrow(util.api_message(api, r[2], util.run_position(at))) end
+  return table.unpack(r, 2, r.n)
+end
+
+function rt.distill(cfg) return run("rt.distill", cfg) end
+
 -- rt.fit{ student, data, eval, loss = ce, ... }: supervised training (no
 -- teacher), e.g. of a teacher.  Same settings and result as distill.
 function rt.fit(cfg)
   if type(cfg) ~= "table" then error("rt.fit: needs a table of settings", 2) end
   if cfg.teacher then error("rt.fit: trains without a teacher; use rt.distill", 2) end
   cfg.name = cfg.name or "fit"
-  return util.call(rt.distill, cfg)
+  return run("rt.fit", cfg)
 end

@@ -20,9 +20,14 @@ end
 -- Re-raises a failed pcall's message at the user's line, without the
 -- library's own position, so an error in a recipe's call to a library
 -- function points at the recipe.  Positions inside user code (a Lua loss's
--- callback) are kept.
+-- callback) are kept; a message that starts with one (the user's callback
+-- failed) is raised as it is, not under a second position.
 function util.rethrow(msg)
-  if type(msg) == "string" then msg = msg:gsub("^scripts/retort/[^:\n]*%.lua:%d+: ", "", 1) end
+  if type(msg) == "string" then
+    local stripped = msg:gsub("^scripts/retort/[^:\n]*%.lua:%d+: ", "", 1)
+    if stripped == msg and msg:find("^[^\n:]+:%d+: ") then error(msg, 0) end
+    msg = stripped
+  end
   error(msg, user_level())
 end
 
