@@ -358,7 +358,7 @@ local function distill(cfg, at)
     local ck = out .. "/" .. CHECKPOINT
     if mode == "resume" then
       if rt.exists(ck) then
-        local meta = util.call(load_checkpoint, ck, student, opt)
+        local meta = load_checkpoint(ck, student, opt)
         start_epoch = tonumber(meta["run.epoch"]) + 1
         step = tonumber(meta["run.step"])
         history = rt.json_decode(meta["run.history"] or "[]")
