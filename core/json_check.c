@@ -62,7 +62,7 @@ size_t rt_json_check(const char *s, size_t n, const char **why)
             return i;
         }
         if (u == 0) {
-            *why = "\\u0000 escape (NUL)";
+            *why = "\\u0000 escape";
             return i;
         }
         if (u >= 0xDC00 && u <= 0xDFFF) {

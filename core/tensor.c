@@ -2,7 +2,7 @@
  * tensor.c -- tensors: a fixed-size header (rt_plugin.h) over refcounted,
  * 64-byte aligned storage shared by views.
  */
-#include "retort.h"
+#include "ctx.h"
 
 #include <assert.h>
 #include <math.h>
@@ -68,15 +68,19 @@ static rt_status check_shape(rt_ctx *ctx, int ndim, const int64_t *shape, int64_
 {
     if (ndim < 0 || ndim > RT_MAX_DIMS)
         return rt_error(ctx, RT_STATUS_ERR_SHAPE, "tensor: %d dimensions (at most %d)", ndim, RT_MAX_DIMS);
+    /* The product of the non-zero dims must fit: strides are products of
+     * trailing dims, and a zero dim must not hide an overflow among them. */
     int64_t n = 1;
+    int zero = 0;
     for (int i = 0; i < ndim; i++) {
         if (shape[i] < 0)
             return rt_error(ctx, RT_STATUS_ERR_SHAPE, "tensor: dimension %d is negative (%lld)", i,
                             (long long)shape[i]);
-        if (__builtin_mul_overflow(n, shape[i], &n))
+        if (shape[i] == 0) zero = 1;
+        else if (__builtin_mul_overflow(n, shape[i], &n))
             return rt_error(ctx, RT_STATUS_ERR_SHAPE, "tensor: element count overflows");
     }
-    *numel = n;
+    *numel = zero ? 0 : n;
     return RT_STATUS_OK;
 }
 
@@ -92,6 +96,20 @@ rt_tensor *rt_tensor_new(rt_ctx *ctx, rt_dtype dtype, int ndim, const int64_t *s
     if (__builtin_mul_overflow((size_t)n, rt_dtype_size(dtype), &bytes)) {
         rt_error(ctx, RT_STATUS_ERR_SHAPE, "tensor: byte size overflows");
         return NULL;
+    }
+    if (ctx && ctx->budget >= 0) {
+        /* Refused before any allocation: a model's size comes from options
+         * or a file's metadata, and must not reach malloc unchecked. */
+        if (bytes > (uint64_t)ctx->budget) {
+            char b[128] = "[";
+            for (int i = 0; i < ndim; i++)
+                snprintf(b + strlen(b), sizeof b - strlen(b), i ? ", %lld" : "%lld", (long long)shape[i]);
+            snprintf(b + strlen(b), sizeof b - strlen(b), "]");
+            rt_error(ctx, RT_STATUS_ERR_ARG, "model size: tensor %s %s of %zu bytes is more than the %lld bytes left under %s", b,
+                     rt_dtype_name(dtype), bytes, (long long)ctx->budget, ctx->budget_why);
+            return NULL;
+        }
+        ctx->budget -= (int64_t)bytes;
     }
     rt_tensor *t = calloc(1, sizeof *t);
     if (!t) {
@@ -242,6 +260,8 @@ rt_tensor *rt_tensor_reshape(rt_ctx *ctx, rt_tensor *t, int ndim, const int64_t 
                  rt_tensor_shape_str(t, b, sizeof b), (long long)total, (long long)known);
         return NULL;
     }
+    int64_t n;
+    if (check_shape(ctx, ndim, s, &n)) return NULL; /* bounds the strides below */
     int64_t st[RT_MAX_DIMS], acc = 1;
     for (int i = ndim - 1; i >= 0; i--) {
         st[i] = acc;
