@@ -1471,6 +1471,7 @@ static int l_save(lua_State *L)
 {
     const char *path = rtL_checkcstr(L, 1, "path");
     luaL_checktype(L, 2, LUA_TTABLE);
+    lua_settop(L, 3); /* metadata stays at 3 (nil if not given) under what is pushed below */
     int n = (int)lua_rawlen(L, 2);
     const char **names = lua_newuserdatauv(L, sizeof(char *) * (size_t)(n + 1), 0);
     const rt_tensor **ts = lua_newuserdatauv(L, sizeof(rt_tensor *) * (size_t)(n + 1), 0);
