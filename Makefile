@@ -7,7 +7,7 @@
 #   make test       deps + build + every test (prints "N passed, N failed")
 #   make test SAN=1 the same under AddressSanitizer + UBSan, in build-san/
 #   make bench      benchmarks (not tests)
-#   make fuzz       libFuzzer on the file readers, FUZZ_SECONDS each
+#   make fuzz       libFuzzer on every parser, FUZZ_SECONDS each
 #   make install    PREFIX=/usr/local DESTDIR=
 #
 # The build tree mirrors the install tree, so the built-in plugin folder is
@@ -23,8 +23,9 @@ SAN     ?=
 ifeq ($(SAN),1)
 BUILD    := build-san
 OPT      := -O1 -g -march=native
-SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer \
-            -fno-sanitize-recover=undefined
+# float-cast-overflow: gcc's undefined group leaves it out (clang's has it).
+SANFLAGS := -fsanitize=address,undefined,float-cast-overflow -fno-omit-frame-pointer \
+            -fno-sanitize-recover=all
 endif
 
 PKGS     := lua5.4 openblas libcjson zlib
@@ -191,20 +192,23 @@ bench: deps
 	@for b in $(BENCHES); do $$b || exit 1; done
 
 # -------------------------------------------------------------------- fuzz
-# libFuzzer over the file readers (clang + libclang-rt-14-dev), each for
-# FUZZ_SECONDS; the corpus grows in $(BUILD)/fuzz/corpus-NAME.
+# libFuzzer over the parsers (safetensors, IDX raw and gzip'd, plugin
+# options JSON; clang + libclang-rt-14-dev), each for FUZZ_SECONDS, starting
+# from tests/fuzz/seeds/NAME; the corpus grows in $(BUILD)/fuzz/corpus-NAME.
+# UBSan does not recover: undefined behaviour is a finding, and any finding
+# fails the target.
 FUZZ_SECONDS ?= 30
 FUZZERS := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(wildcard tests/fuzz/*.c))
-$(BUILD)/fuzz/%: tests/fuzz/%.c $(CORE_SRC) core/retort.h
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(CORE_SRC) $(wildcard core/*.h)
 	@mkdir -p $(dir $@)
 	clang -std=c11 -D_GNU_SOURCE -g -O1 -fno-math-errno -fsanitize=fuzzer,address,undefined \
-	  -Icore $(PKG_CFLAGS) $< $(CORE_SRC) -o $@ $(PKG_LIBS) -ldl -lm
+	  -fno-sanitize-recover=all -Icore $(PKG_CFLAGS) $< $(CORE_SRC) -o $@ $(PKG_LIBS) -ldl -lm
 
 fuzz: $(FUZZERS)
 	@for f in $(FUZZERS); do n=$$(basename $$f); mkdir -p $(BUILD)/fuzz/corpus-$$n; \
 	  echo "fuzz $$n: $(FUZZ_SECONDS)s"; \
 	  $$f -malloc_limit_mb=512 -timeout=2 -max_total_time=$(FUZZ_SECONDS) \
-	    $(BUILD)/fuzz/corpus-$$n > $(BUILD)/fuzz/$$n.log 2>&1 \
+	    $(BUILD)/fuzz/corpus-$$n $$(ls -d tests/fuzz/seeds/$$n 2>/dev/null) > $(BUILD)/fuzz/$$n.log 2>&1 \
 	    || { tail -n 40 $(BUILD)/fuzz/$$n.log; exit 1; }; \
 	  tail -n 1 $(BUILD)/fuzz/$$n.log; done
 

@@ -259,7 +259,8 @@ float rt_schedule_lr(const rt_schedule *s, int64_t step);
  * field and the byte offset. */
 rt_status rt_idx_read(rt_ctx *ctx, const char *path, rt_dtype want,
                       float scale, rt_tensor **out);
-/* The same from memory (raw, not gzip), for fuzzing; label names it. */
+/* The same from memory (raw or gzip, detected as above), for fuzzing and
+ * tests; label names it in errors. */
 rt_status rt_idx_read_mem(rt_ctx *ctx, const void *buf, size_t len,
                           const char *label, rt_dtype want, float scale,
                           rt_tensor **out);

@@ -12,6 +12,7 @@
 #include "t.h"
 
 #include <errno.h>
+#include <zlib.h>
 #include <stdint.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -305,6 +306,36 @@ static void test_extreme_shapes(void)
     rt_tensor_release(t);
 }
 
+/* A gzip file whose header declares 100 MB of u8 (400 MB as f32) but whose
+ * stream holds 200 KB: big enough to pass the deflate ratio bound, so only
+ * reading stops it; it must stop having allocated about what arrived. */
+static void test_gzip_declared_too_much(void)
+{
+    const char *p = path_of("forged_big.gz");
+    gzFile g = gzopen(p, "wb1");
+    CHECK(g != NULL);
+    if (!g) return;
+    unsigned char hdr[8] = {0, 0, 0x08, 1, 0x05, 0xF5, 0xE1, 0x00}; /* [100000000] u8 */
+    CHECK(gzwrite(g, hdr, 8) == 8);
+    unsigned char *noise = malloc(200000);
+    uint64_t x = 88172645463325252ull;
+    for (int i = 0; noise && i < 200000; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        noise[i] = (unsigned char)x;
+    }
+    if (noise) CHECK(gzwrite(g, noise, 200000) == 200000);
+    free(noise);
+    CHECK(gzclose(g) == Z_OK);
+    long rss = max_rss_kb();
+    rt_tensor *t = NULL;
+    rt_ctx_clear(ctx);
+    CHECK(rt_idx_read(ctx, p, RT_DTYPE_F32, 1.0f, &t) == RT_STATUS_ERR_FORMAT);
+    CHECK(t == NULL);
+    CHECK_CONTAINS(rt_ctx_message(ctx), p);
+    CHECK_CONTAINS(rt_ctx_message(ctx), "truncated at offset 200008");
+    CHECK(max_rss_kb() - rss < 32 * 1024); /* not the 400 MB declared */
+}
+
 int main(void)
 {
     snprintf(dir, sizeof dir, "/tmp/rt_hard_XXXXXX");
@@ -316,6 +347,8 @@ int main(void)
     if (rt_registry_load_dir(reg, ctx, t_build_path(pd, sizeof pd, "lib/retort/plugins"), 1, NULL))
         fprintf(stderr, "plugins: %s\n", rt_ctx_message(ctx));
     unsetenv("RETORT_MAX_MODEL_MB");
+    /* first: ru_maxrss is a high-water mark, and these two measure it */
+    RUN(test_gzip_declared_too_much);
     RUN(test_model_bounded_by_checkpoint);
     RUN(test_model_bounded_by_limit);
     RUN(test_json_escapes);
