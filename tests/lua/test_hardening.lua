@@ -70,6 +70,17 @@ T.test("atomic writes refuse a symlink and a folder", function()
   T.raises(function() rt.write_atomic(dir .. "/folder", "x") end, "is a folder")
 end)
 
+T.test("an error about files names the files", function()
+  local function idx(path, bytes) local f = assert(io.open(path, "wb")); f:write(bytes); f:close() end
+  local im, lb = dir .. "/three-images.idx", dir .. "/two-labels.idx"
+  idx(im, "\0\0\8\2\0\0\0\3\0\0\0\2" .. ("\1"):rep(6))
+  idx(lb, "\0\0\8\1\0\0\0\2\1\2")
+  T.raises(function() rt.data.idx{ images = im, labels = lb } end, im, lb, "3 images", "2 labels")
+  T.raises(function() rt.data.idx{ images = lb .. ".missing" } end, lb .. ".missing", "No such file")
+  T.raises(function() rt.teacher("model", { checkpoint = im }) end, im)
+  T.raises(function() rt.sha256_file(dir .. "/nope") end, dir .. "/nope")
+end)
+
 -- A tiny run to resume: 40 samples, 3 classes, 4 steps an epoch.
 local x, y = rt.zeros{ 40, 6 }, rt.zeros({ 40 }, "i32")
 for i = 1, 40 do
