@@ -334,6 +334,24 @@ static void test_gzip_declared_too_much(void)
     CHECK_CONTAINS(rt_ctx_message(ctx), p);
     CHECK_CONTAINS(rt_ctx_message(ctx), "truncated at offset 200008");
     CHECK(max_rss_kb() - rss < 32 * 1024); /* not the 400 MB declared */
+
+    /* from memory the same inflate path is taken (the fuzzer's way in) */
+    unsigned char raw[20] = {0, 0, 0x08, 2, 0, 0, 0, 2, 0, 0, 0, 2, 1, 2, 3, 4}, z[128];
+    uLongf zn = sizeof z;
+    z_stream zs;
+    memset(&zs, 0, sizeof zs);
+    CHECK(deflateInit2(&zs, 6, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY) == Z_OK);
+    zs.next_in = raw, zs.avail_in = 16, zs.next_out = z, zs.avail_out = (uInt)zn;
+    CHECK(deflate(&zs, Z_FINISH) == Z_STREAM_END);
+    zn = zs.total_out;
+    deflateEnd(&zs);
+    rt_ctx_clear(ctx);
+    CHECK(rt_idx_read_mem(ctx, z, zn, "mem.gz", RT_DTYPE_I32, 1.0f, &t) == RT_STATUS_OK);
+    CHECK(t && t->ndim == 2 && rt_i32(t)[3] == 4);
+    rt_tensor_release(t);
+    t = NULL;
+    CHECK(rt_idx_read_mem(ctx, z, zn - 3, "mem.gz", RT_DTYPE_I32, 1.0f, &t) == RT_STATUS_ERR_FORMAT);
+    CHECK_CONTAINS(rt_ctx_message(ctx), "mem.gz: gzip: compressed stream truncated");
 }
 
 int main(void)
