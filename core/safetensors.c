@@ -600,7 +600,14 @@ static rt_status write_atomic(rt_ctx *ctx, const char *path, write_fn fn, void *
                                              : "a special file");
         goto out;
     }
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0666);
+    /* O_EXCL: never write through a name that was there before (a hard
+     * link to another file would be truncated); what is there (a temp file
+     * left by an earlier crash under the same pid, or a planted link) is
+     * unlinked, which leaves any file it links to alone, and the create is
+     * tried once more. */
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
+    if (fd < 0 && errno == EEXIST && unlink(tmp) == 0)
+        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
     if (fd < 0) {
         st = rt_error(ctx, RT_STATUS_ERR_IO, "%s: create %s: %s", path, tmp, strerror(errno));
         goto out;

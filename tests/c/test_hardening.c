@@ -196,23 +196,23 @@ static void test_atomic_special_files(void)
     const char *names[1] = {"w"};
     const rt_tensor *ts[1] = {a};
     /* a symlink: neither it nor its target is replaced */
-    char target[256], link[256];
+    char target[256], lnk[256];
     snprintf(target, sizeof target, "%s", path_of("target.txt"));
-    snprintf(link, sizeof link, "%s", path_of("link.safetensors"));
+    snprintf(lnk, sizeof lnk, "%s", path_of("link.safetensors"));
     FILE *f = fopen(target, "w");
     fputs("precious", f);
     fclose(f);
-    CHECK(symlink(target, link) == 0);
+    CHECK(symlink(target, lnk) == 0);
     rt_ctx_clear(ctx);
-    CHECK(rt_st_write(ctx, link, 1, names, ts, 0, NULL, NULL) == RT_STATUS_ERR_IO);
+    CHECK(rt_st_write(ctx, lnk, 1, names, ts, 0, NULL, NULL) == RT_STATUS_ERR_IO);
     CHECK_CONTAINS(rt_ctx_message(ctx), "is a symbolic link, not a regular file");
-    CHECK_CONTAINS(rt_ctx_message(ctx), link);
+    CHECK_CONTAINS(rt_ctx_message(ctx), lnk);
     struct stat sb;
-    CHECK(lstat(link, &sb) == 0 && S_ISLNK(sb.st_mode));
+    CHECK(lstat(lnk, &sb) == 0 && S_ISLNK(sb.st_mode));
     CHECK(stat(target, &sb) == 0 && sb.st_size == 8);
     rt_ctx_clear(ctx);
-    CHECK(rt_write_atomic(ctx, link, "{}", 2) == RT_STATUS_ERR_IO);
-    CHECK(lstat(link, &sb) == 0 && S_ISLNK(sb.st_mode));
+    CHECK(rt_write_atomic(ctx, lnk, "{}", 2) == RT_STATUS_ERR_IO);
+    CHECK(lstat(lnk, &sb) == 0 && S_ISLNK(sb.st_mode));
     /* a pipe */
     const char *fifo = path_of("fifo");
     CHECK(mkfifo(fifo, 0644) == 0);
@@ -234,6 +234,19 @@ static void test_atomic_special_files(void)
     rt_ctx_clear(ctx);
     CHECK(rt_write_atomic(ctx, d, "{}", 2) == RT_STATUS_ERR_IO);
     CHECK_CONTAINS(rt_ctx_message(ctx), "is a folder");
+    /* a hard link planted where the temp file goes: the file it links to
+     * is not written through */
+    char victim[256], tmp[320];
+    snprintf(victim, sizeof victim, "%s", path_of("victim.txt"));
+    f = fopen(victim, "w");
+    fputs("victim", f);
+    fclose(f);
+    const char *out = path_of("out.json");
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", out, (long)getpid());
+    CHECK(link(victim, tmp) == 0);
+    CHECK(rt_write_atomic(ctx, out, "{\"a\":1}", 7) == RT_STATUS_OK);
+    CHECK(stat(victim, &sb) == 0 && sb.st_size == 6 && sb.st_nlink == 1);
+    CHECK(stat(out, &sb) == 0 && sb.st_size == 7);
     /* a regular file and a new name are still written */
     CHECK(rt_write_atomic(ctx, target, "{}", 2) == RT_STATUS_OK);
     CHECK(rt_write_atomic(ctx, path_of("new.json"), "{}", 2) == RT_STATUS_OK);
