@@ -353,7 +353,8 @@ rt_status rt_idx_read_mem(rt_ctx *ctx, const void *buf, size_t len, const char *
     src s = {.ctx = ctx, .label = label ? label : "(memory)", .mem = buf ? buf : empty, .mem_len = buf ? len : 0};
     *out = NULL;
     if (len > INT64_MAX) return rt_error(ctx, RT_STATUS_ERR_ARG, "%s: buffer too large", s.label);
-    if (s.mem_len < 2 || s.mem[0] != 0x1f || s.mem[1] != 0x8b) return read_idx(&s, (int64_t)s.mem_len, 0, want, scale, out);
+    if (s.mem_len < 2 || s.mem[0] != 0x1f || s.mem[1] != 0x8b)
+        return read_idx(&s, (int64_t)s.mem_len, 0, want, scale, out);
     /* gzip from memory: the same inflate path as a file, its whole input
      * given at once (the fuzzer reaches the gzip code through here). */
     if (len > UINT32_MAX) return rt_error(ctx, RT_STATUS_ERR_ARG, "%s: gzip buffer too large", s.label);

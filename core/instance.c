@@ -25,7 +25,7 @@ static int64_t model_limit(char *why, size_t len)
     const char *e = getenv("RETORT_MAX_MODEL_MB");
     char *end = NULL;
     long long mb = e && *e ? strtoll(e, &end, 10) : 0;
-    if (!e || !*e || *end || mb <= 0 || mb > ((int64_t)1 << 43)) {
+    if (!e || !*e || *end || mb <= 0 || mb > ((int64_t)1 << 40)) {
         snprintf(why, len, "the model size limit of %d MiB (set RETORT_MAX_MODEL_MB to change it)", MODEL_MB_DEFAULT);
         return (int64_t)MODEL_MB_DEFAULT << 20;
     }
@@ -450,11 +450,15 @@ rt_status rt_instance_from_checkpoint(rt_registry *r, rt_ctx *ctx, rt_kind kind,
     char *nm = NULL, *op = NULL;
     if (!name || !*name) {
         const char *v = rt_st_meta_get(meta, "retort.plugin");
-        if (!v) st = rt_error(ctx, RT_STATUS_ERR_FORMAT, "%s: no metadata 'retort.plugin' (which model the file holds)", path);
+        if (!v)
+            st = rt_error(ctx, RT_STATUS_ERR_FORMAT, "%s: no metadata 'retort.plugin' (which model the file holds)",
+                          path);
         else if (!(nm = strdup(v))) st = rt_error(ctx, RT_STATUS_ERR_NOMEM, "%s: out of memory", path);
         if (!st) {
             v = rt_st_meta_get(meta, "retort.options");
-            if (!v) st = rt_error(ctx, RT_STATUS_ERR_FORMAT, "%s: no metadata 'retort.options' (the model's options)", path);
+            if (!v)
+                st = rt_error(ctx, RT_STATUS_ERR_FORMAT, "%s: no metadata 'retort.options' (the model's options)",
+                              path);
             else if (!(op = strdup(v))) st = rt_error(ctx, RT_STATUS_ERR_NOMEM, "%s: out of memory", path);
         }
         name = nm;
@@ -464,7 +468,8 @@ rt_status rt_instance_from_checkpoint(rt_registry *r, rt_ctx *ctx, rt_kind kind,
     struct stat sb;
     if (!st && stat(path, &sb) != 0) st = rt_error(ctx, RT_STATUS_ERR_IO, "%s: stat: %s", path, strerror(errno));
     if (!st) {
-        int64_t size = (int64_t)sb.st_size, limit = size > (INT64_MAX - CKPT_SLACK) / 2 ? INT64_MAX : 2 * size + CKPT_SLACK;
+        int64_t size = (int64_t)sb.st_size;
+        int64_t limit = size > (INT64_MAX - CKPT_SLACK) / 2 ? INT64_MAX : 2 * size + CKPT_SLACK;
         char why[sizeof ctx->budget_why];
         snprintf(why, sizeof why, "what the checkpoint %.160s (%lld bytes) can hold: 2 x its size + 16 MiB", path,
                  (long long)size);

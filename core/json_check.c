@@ -20,7 +20,10 @@ static int hex4(const char *s, size_t n, size_t i, unsigned *v)
     unsigned x = 0;
     for (size_t k = 0; k < 4; k++) {
         char c = s[i + k];
-        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+        int d = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                       : -1;
         if (d < 0) return 0;
         x = x << 4 | (unsigned)d;
     }

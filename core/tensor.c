@@ -105,7 +105,8 @@ rt_tensor *rt_tensor_new(rt_ctx *ctx, rt_dtype dtype, int ndim, const int64_t *s
             for (int i = 0; i < ndim; i++)
                 snprintf(b + strlen(b), sizeof b - strlen(b), i ? ", %lld" : "%lld", (long long)shape[i]);
             snprintf(b + strlen(b), sizeof b - strlen(b), "]");
-            rt_error(ctx, RT_STATUS_ERR_ARG, "model size: tensor %s %s of %zu bytes is more than the %lld bytes left under %s", b,
+            rt_error(ctx, RT_STATUS_ERR_ARG,
+                     "model size: tensor %s %s of %zu bytes is more than the %lld bytes left under %s", b,
                      rt_dtype_name(dtype), bytes, (long long)ctx->budget, ctx->budget_why);
             return NULL;
         }

@@ -144,7 +144,8 @@ lua_Number rtL_checkelem(lua_State *L, int i, rt_dtype dt)
 {
     lua_Number v = luaL_checknumber(L, i);
     if (dt == RT_DTYPE_I32 && !(v == floor(v) && v >= -2147483648.0 && v < 2147483648.0))
-        luaL_argerror(L, i, lua_pushfstring(L, "%f is not an integer in [-2^31, 2^31): an i32 tensor holds integers", v));
+        luaL_argerror(L, i,
+                      lua_pushfstring(L, "%f is not an integer in [-2^31, 2^31): an i32 tensor holds integers", v));
     return v;
 }
 

@@ -101,7 +101,8 @@ static rt_status create(rt_ctx *ctx, const rt_opts *o, void **self)
         int64_t ws[2] = {L->out, L->in};
         /* Stops at the first refusal (the host's size bound or OOM), so its
          * message is the one reported and nothing more is allocated. */
-        if (!(L->w = api->tensor_new(ctx, RT_DTYPE_F32, 2, ws)) || !(L->gw = api->tensor_new(ctx, RT_DTYPE_F32, 2, ws)) ||
+        if (!(L->w = api->tensor_new(ctx, RT_DTYPE_F32, 2, ws)) ||
+            !(L->gw = api->tensor_new(ctx, RT_DTYPE_F32, 2, ws)) ||
             !(L->b = api->tensor_new(ctx, RT_DTYPE_F32, 1, &L->out)) ||
             !(L->gb = api->tensor_new(ctx, RT_DTYPE_F32, 1, &L->out))) {
             destroy(m);

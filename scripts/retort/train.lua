@@ -320,7 +320,9 @@ function rt.distill(cfg)
       end
       start_epoch, step = e + 1, s
       local ok, h = pcall(rt.json_decode, meta["run.history"] or "[]")
-      if not ok or type(h) ~= "table" then error(("resume: %s: metadata 'run.history' is not a JSON list"):format(ck), 0) end
+      if not ok or type(h) ~= "table" then
+        error(("resume: %s: metadata 'run.history' is not a JSON list"):format(ck), 0)
+      end
       history = h
     elseif not cfg.resume then
       os.remove(out .. "/metrics.jsonl")
