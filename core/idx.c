@@ -306,7 +306,8 @@ static rt_status read_idx(src *s, int64_t total, uint64_t gz_bytes, rt_dtype wan
     st = RT_STATUS_OK;
     while (have < bytes) {
         if (have == cap) {
-            size_t nc = cap ? 2 * cap : CHUNK;
+            /* a size checked against the file is allocated at once */
+            size_t nc = cap ? 2 * cap : total >= 0 ? (size_t)bytes : CHUNK;
             if (nc > bytes) nc = (size_t)bytes;
             unsigned char *g = realloc(raw, nc);
             if (!g) {
