@@ -15,6 +15,7 @@ rt_ctx *rt_ctx_new(void)
     rt_ctx *c = calloc(1, sizeof *c);
     if (!c) return NULL;
     rt_rng_seed(&c->rng, 0, 0);
+    c->budget = -1;
     return c;
 }
 

@@ -17,6 +17,11 @@ struct rt_ctx {
     scratch_block *blocks; /* newest first */
     rt_rng rng;            /* the training stream (dropout, ...) */
     rt_registry *registry; /* for api->instance_create; borrowed */
+    /* Bytes rt_tensor_new may still allocate, -1 = no bound: set while a
+     * student or teacher is created (instance.c), and why, for the
+     * message that refuses a tensor past it. */
+    int64_t budget;
+    char budget_why[256];
 };
 
 #endif

@@ -12,7 +12,11 @@
  * decompressed with inflate, not gzread: gzread passes non-gzip bytes
  * through and reports truncation only at gzclose.  Decompression stops at
  * the declared size; one more byte of output is "trailing data", so a
- * gzip bomb costs at most the declared size plus one inflate call.
+ * gzip bomb costs at most the declared size plus one inflate call.  When
+ * the size is not known up front (gzip, pipes) the bytes are gathered in
+ * a buffer that grows as they arrive, and the tensor is allocated only
+ * when all of them have: a header that declares more than the stream
+ * holds costs what the stream holds, not what it declares.
  */
 #include "retort.h"
 
@@ -65,7 +69,7 @@ static rt_status gz_read(src *s, unsigned char *dst, size_t n, size_t *got)
     z_stream *z = &s->zs;
     *got = 0;
     while (*got < n) {
-        if (z->avail_in == 0 && !feof(s->f)) {
+        if (z->avail_in == 0 && s->f && !feof(s->f)) {
             z->next_in = s->in;
             z->avail_in = (uInt)fread(s->in, 1, CHUNK, s->f);
             if (ferror(s->f)) return io_error(s, "read");
@@ -91,7 +95,7 @@ static rt_status gz_read(src *s, unsigned char *dst, size_t n, size_t *got)
             continue;
         }
         if (r == Z_OK) continue;
-        if (r == Z_BUF_ERROR && z->avail_in == 0 && feof(s->f))
+        if (r == Z_BUF_ERROR && z->avail_in == 0 && (!s->f || feof(s->f)))
             return rt_error(s->ctx, RT_STATUS_ERR_FORMAT,
                             "%s: gzip: compressed stream truncated at offset %llu (uncompressed)", s->label,
                             (unsigned long long)s->pos);
@@ -286,48 +290,62 @@ static rt_status read_idx(src *s, int64_t total, uint64_t gz_bytes, rt_dtype wan
                             L, (unsigned long long)bytes, (unsigned long long)hdr, (unsigned long long)gz_bytes);
     }
 
-    rt_tensor *t = rt_tensor_new(ctx, want, (int)ndims, shape);
-    if (!t) return rt_error_prefix(ctx, "%s", L);
-    unsigned char *out_bytes = t->data;
     if (s->mem) {
-        convert(type, s->mem + hdr, (size_t)count, want, scale, out_bytes);
+        rt_tensor *t = rt_tensor_new(ctx, want, (int)ndims, shape);
+        if (!t) return rt_error_prefix(ctx, "%s", L);
+        convert(type, s->mem + hdr, (size_t)count, want, scale, t->data);
         s->pos += bytes;
-    } else {
-        unsigned char *buf = malloc(CHUNK);
-        if (!buf) {
-            rt_tensor_release(t);
-            return rt_error(ctx, RT_STATUS_ERR_NOMEM, "%s: out of memory", L);
-        }
-        uint64_t done = 0; /* elements */
-        while (done < count) {
-            uint64_t n = count - done;
-            if (n > CHUNK / esize) n = CHUNK / esize;
-            st = src_read(s, buf, (size_t)(n * esize), &got);
-            if (!st && got < n * esize)
-                st = rt_error(ctx, RT_STATUS_ERR_FORMAT,
-                              "%s: data: truncated at offset %llu: the header declares %llu bytes from offset %llu",
-                              L, (unsigned long long)s->pos, (unsigned long long)bytes, (unsigned long long)hdr);
-            if (st) {
-                free(buf);
-                rt_tensor_release(t);
-                return st;
+        *out = t;
+        return RT_STATUS_OK;
+    }
+    /* A stream whose size is not known up front (gzip, a pipe) may declare
+     * far more than it holds: its bytes are gathered in a buffer that grows
+     * (doubling, from 64 KiB, never past the declared size) only as they
+     * arrive, and the tensor is allocated once they all have.  A forged or
+     * truncated stream so stops having allocated about twice what it really
+     * held.  A regular raw file was checked against its size above. */
+    unsigned char *raw = NULL;
+    size_t cap = 0, have = 0;
+    st = RT_STATUS_OK;
+    while (have < bytes) {
+        if (have == cap) {
+            /* a size checked against the file is allocated at once */
+            size_t nc = cap ? 2 * cap : total >= 0 ? (size_t)bytes : CHUNK;
+            if (nc > bytes) nc = (size_t)bytes;
+            unsigned char *g = realloc(raw, nc);
+            if (!g) {
+                st = rt_error(ctx, RT_STATUS_ERR_NOMEM, "%s: out of memory at %zu of the %llu declared bytes", L, cap,
+                              (unsigned long long)bytes);
+                break;
             }
-            convert(type, buf, (size_t)n, want, scale, out_bytes + done * 4);
-            done += n;
+            raw = g;
+            cap = nc;
         }
+        size_t want_n = cap - have;
+        if ((st = src_read(s, raw + have, want_n, &got))) break;
+        have += got;
+        if (got < want_n) {
+            st = rt_error(ctx, RT_STATUS_ERR_FORMAT,
+                          "%s: data: truncated at offset %llu: the header declares %llu bytes from offset %llu", L,
+                          (unsigned long long)s->pos, (unsigned long long)bytes, (unsigned long long)hdr);
+            break;
+        }
+    }
+    if (!st) {
         /* The declared data is in; anything after it is an error.  For
          * gzip this also verifies the stream's end (CRC and length). */
+        unsigned char one;
         uint64_t end = s->pos;
-        st = src_read(s, buf, 1, &got);
-        free(buf);
+        st = src_read(s, &one, 1, &got);
         if (!st && got)
             st = rt_error(ctx, RT_STATUS_ERR_FORMAT, "%s: data: trailing bytes at offset %llu after the %llu declared",
                           L, (unsigned long long)end, (unsigned long long)bytes);
-        if (st) {
-            rt_tensor_release(t);
-            return st;
-        }
     }
+    rt_tensor *t = NULL;
+    if (!st && !(t = rt_tensor_new(ctx, want, (int)ndims, shape))) st = rt_error_prefix(ctx, "%s", L);
+    if (!st) convert(type, raw, (size_t)count, want, scale, t->data);
+    free(raw);
+    if (st) return st;
     /* Data enters finite (f32/f64 files can hold NaN and inf; f64 values
      * beyond the f32 range become inf): the first bad value is named. */
     int64_t bad = want == RT_DTYPE_F32 ? rt_check_finite(rt_f32(t), (int64_t)count) : -1;
@@ -352,7 +370,21 @@ rt_status rt_idx_read_mem(rt_ctx *ctx, const void *buf, size_t len, const char *
     src s = {.ctx = ctx, .label = label ? label : "(memory)", .mem = buf ? buf : empty, .mem_len = buf ? len : 0};
     *out = NULL;
     if (len > INT64_MAX) return rt_error(ctx, RT_STATUS_ERR_ARG, "%s: buffer too large", s.label);
-    return read_idx(&s, (int64_t)s.mem_len, 0, want, scale, out);
+    if (s.mem_len < 2 || s.mem[0] != 0x1f || s.mem[1] != 0x8b)
+        return read_idx(&s, (int64_t)s.mem_len, 0, want, scale, out);
+    /* gzip from memory: the same inflate path as a file, its whole input
+     * given at once (the fuzzer reaches the gzip code through here). */
+    if (len > UINT32_MAX) return rt_error(ctx, RT_STATUS_ERR_ARG, "%s: gzip buffer too large", s.label);
+    if (inflateInit2(&s.zs, 16 + MAX_WBITS) != Z_OK)
+        return rt_error(ctx, RT_STATUS_ERR_NOMEM, "%s: gzip: cannot initialise inflate", s.label);
+    s.gz = 1;
+    s.zs.next_in = (unsigned char *)buf;
+    s.zs.avail_in = (uInt)len;
+    s.mem = NULL;
+    s.mem_len = 0;
+    rt_status st = read_idx(&s, -1, len, want, scale, out);
+    inflateEnd(&s.zs);
+    return st;
 }
 
 rt_status rt_idx_read(rt_ctx *ctx, const char *path, rt_dtype want, float scale, rt_tensor **out)

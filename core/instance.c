@@ -8,14 +8,60 @@
  * afterwards.  Plugins may therefore trust their inputs.
  */
 #include <cJSON.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "ctx.h"
 #include "options.h"
 #include "plugin_host.h"
 
-/* Validates options, runs create, wraps the object.  lib may be NULL. */
+/* The bound on what a student or teacher may allocate in tensors while it
+ * is created (parameters, gradients, buffers), from RETORT_MAX_MODEL_MB;
+ * 8192 MiB when unset or not a positive integer. */
+#define MODEL_MB_DEFAULT 8192
+static int64_t model_limit(char *why, size_t len)
+{
+    const char *e = getenv("RETORT_MAX_MODEL_MB");
+    char *end = NULL;
+    long long mb = e && *e ? strtoll(e, &end, 10) : 0;
+    if (!e || !*e || *end || mb <= 0 || mb > ((int64_t)1 << 40)) {
+        snprintf(why, len, "the model size limit of %d MiB (set RETORT_MAX_MODEL_MB to change it)", MODEL_MB_DEFAULT);
+        return (int64_t)MODEL_MB_DEFAULT << 20;
+    }
+    snprintf(why, len, "the model size limit of %lld MiB (RETORT_MAX_MODEL_MB)", mb);
+    return (int64_t)mb << 20;
+}
+
+/* Narrows ctx's tensor budget to limit bytes (why explains it) unless it
+ * is already tighter; *saved keeps the old one for budget_end. */
+typedef struct budget_save {
+    int64_t budget, start;
+    char why[sizeof ((rt_ctx *)0)->budget_why];
+} budget_save;
+
+static void budget_begin(rt_ctx *ctx, budget_save *sv, int64_t limit, const char *why)
+{
+    sv->budget = ctx->budget;
+    memcpy(sv->why, ctx->budget_why, sizeof sv->why);
+    if (ctx->budget < 0 || ctx->budget > limit) {
+        ctx->budget = limit;
+        snprintf(ctx->budget_why, sizeof ctx->budget_why, "%s", why);
+    }
+    sv->start = ctx->budget;
+}
+
+/* Restores the outer budget less what was spent inside. */
+static void budget_end(rt_ctx *ctx, const budget_save *sv)
+{
+    int64_t spent = sv->start - ctx->budget;
+    ctx->budget = sv->budget < 0 ? -1 : sv->budget - spent;
+    memcpy(ctx->budget_why, sv->why, sizeof sv->why);
+}
+
+/* Validates options, runs create, wraps the object.  lib may be NULL.
+ * Students and teachers are created under the model size budget. */
 static rt_status instantiate(rt_registry *r, rt_ctx *ctx, const rt_plugin_desc *d, rt_lib *lib,
                              const char *opts_json, rt_instance **out)
 {
@@ -35,7 +81,15 @@ static rt_status instantiate(rt_registry *r, rt_ctx *ctx, const rt_plugin_desc *
     rt_registry *saved = ctx->registry;
     if (r) ctx->registry = r;
     void *self = NULL;
+    budget_save bs;
+    int bounded = d->kind == RT_KIND_STUDENT || d->kind == RT_KIND_TEACHER;
+    if (bounded) {
+        char why[sizeof ctx->budget_why];
+        int64_t lim = model_limit(why, sizeof why);
+        budget_begin(ctx, &bs, lim, why);
+    }
     rt_status st = d->create(ctx, opts, &self);
+    if (bounded) budget_end(ctx, &bs);
     ctx->registry = saved;
     rt_opts_free(opts);
     rt_scratch_reset(ctx);
@@ -493,6 +547,70 @@ static rt_status api_checkpoint_meta(rt_ctx *ctx, const char *path, const char *
     return st;
 }
 
+/* Slack over twice the file's size for what an architecture allocates
+ * beyond its parameters and their gradients. */
+#define CKPT_SLACK ((int64_t)16 << 20)
+
+rt_status rt_instance_from_checkpoint(rt_registry *r, rt_ctx *ctx, rt_kind kind, const char *name,
+                                      const char *opts_json, const char *path, rt_instance **out)
+{
+    *out = NULL;
+    rt_st *meta = NULL;
+    /* The header is validated against the file's size (every tensor's
+     * bytes present) before anything is built from it. */
+    if (rt_st_read_meta(ctx, path, &meta)) return rt_ctx_status(ctx);
+    rt_status st = RT_STATUS_OK;
+    char *nm = NULL, *op = NULL;
+    if (!name || !*name) {
+        const char *v = rt_st_meta_get(meta, "retort.plugin");
+        if (!v)
+            st = rt_error(ctx, RT_STATUS_ERR_FORMAT, "%s: no metadata 'retort.plugin' (which model the file holds)",
+                          path);
+        else if (!(nm = strdup(v))) st = rt_error(ctx, RT_STATUS_ERR_NOMEM, "%s: out of memory", path);
+        if (!st) {
+            v = rt_st_meta_get(meta, "retort.options");
+            if (!v)
+                st = rt_error(ctx, RT_STATUS_ERR_FORMAT, "%s: no metadata 'retort.options' (the model's options)",
+                              path);
+            else if (!(op = strdup(v))) st = rt_error(ctx, RT_STATUS_ERR_NOMEM, "%s: out of memory", path);
+        }
+        name = nm;
+        opts_json = op;
+    }
+    rt_st_free(meta);
+    struct stat sb;
+    if (!st && stat(path, &sb) != 0) st = rt_error(ctx, RT_STATUS_ERR_IO, "%s: stat: %s", path, strerror(errno));
+    if (!st) {
+        int64_t size = (int64_t)sb.st_size;
+        int64_t limit = size > (INT64_MAX - CKPT_SLACK) / 2 ? INT64_MAX : 2 * size + CKPT_SLACK;
+        char why[sizeof ctx->budget_why];
+        snprintf(why, sizeof why, "what the checkpoint %.160s (%lld bytes) can hold: 2 x its size + 16 MiB", path,
+                 (long long)size);
+        budget_save bs;
+        budget_begin(ctx, &bs, limit, why);
+        st = rt_instance_create(r, ctx, kind, name, opts_json, out);
+        budget_end(ctx, &bs);
+        if (st) rt_error_prefix(ctx, "%s", path);
+    }
+    if (!st && (st = rt_instance_load(*out, ctx, path))) {
+        rt_instance_release(*out);
+        *out = NULL;
+    }
+    free(nm);
+    free(op);
+    return st;
+}
+
+static rt_status api_instance_from_checkpoint(rt_ctx *ctx, rt_kind kind, const char *name, const char *opts_json,
+                                              const char *path, rt_instance **out)
+{
+    if (!ctx->registry) {
+        *out = NULL;
+        return rt_error(ctx, RT_STATUS_ERR_STATE, "no plugin registry in this context");
+    }
+    return rt_instance_from_checkpoint(ctx->registry, ctx, kind, name, opts_json, path, out);
+}
+
 static rt_status api_params_load(rt_ctx *ctx, rt_instance *inst, const char *path)
 {
     return rt_instance_load(inst, ctx, path);
@@ -532,6 +650,7 @@ static const rt_api host_api = {
     .params_load = api_params_load,
     .checkpoint_meta = api_checkpoint_meta,
     .log_softmax_f64 = rt_log_softmax_f64,
+    .instance_from_checkpoint = api_instance_from_checkpoint,
 };
 
 const rt_api *rt_host_api(void) { return &host_api; }

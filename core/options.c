@@ -8,6 +8,7 @@
  * after the JSON are refused.
  */
 #include "options.h"
+#include "json_check.h"
 
 #include <cJSON.h>
 #include <math.h>
@@ -176,7 +177,9 @@ rt_status rt_options_validate(rt_ctx *ctx, const rt_plugin_desc *d, const char *
     *out = NULL;
     cJSON *in = NULL;
     if (json && *json) {
-        const char *end = NULL;
+        const char *end = NULL, *why;
+        size_t n = strlen(json), bad = rt_json_check(json, n, &why);
+        if (bad < n) return rt_error(ctx, RT_STATUS_ERR_ARG, "options: %s at byte %zu", why, bad);
         in = cJSON_ParseWithOpts(json, &end, 1);
         if (!in)
             return rt_error(ctx, RT_STATUS_ERR_ARG, "options are not valid JSON (at byte %ld)",

@@ -274,7 +274,8 @@ float rt_schedule_lr(const rt_schedule *s, int64_t step);
  * RT_STATUS_ERR_NUMERIC naming the sample and the offset). */
 rt_status rt_idx_read(rt_ctx *ctx, const char *path, rt_dtype want,
                       float scale, rt_tensor **out);
-/* The same from memory (raw, not gzip), for fuzzing; label names it. */
+/* The same from memory (raw or gzip, detected as above), for fuzzing and
+ * tests; label names it in errors. */
 rt_status rt_idx_read_mem(rt_ctx *ctx, const void *buf, size_t len,
                           const char *label, rt_dtype want, float scale,
                           rt_tensor **out);
@@ -510,6 +511,12 @@ rt_status rt_instance_save(rt_instance *i, rt_ctx *ctx, const char *path,
 rt_status rt_instance_load(rt_instance *i, rt_ctx *ctx, const char *path);
 rt_status rt_instance_load_st(rt_instance *i, rt_ctx *ctx, const rt_st *f,
                               const char *label);
+/* A new instance (*out) with its parameters from the safetensors file at
+ * path; name/opts_json NULL or "": from the file's metadata.  The header is
+ * validated against the file's size first, and create may allocate at
+ * most 2 x the file's size + 16 MiB of tensors (rt_api 1.2). */
+rt_status rt_instance_from_checkpoint(rt_registry *r, rt_ctx *ctx, rt_kind kind, const char *name,
+                                      const char *opts_json, const char *path, rt_instance **out);
 
 /* Option schema helpers (core/options.c). */
 /* Validates JSON text against desc's schema; on success *out is a new

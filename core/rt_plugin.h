@@ -39,7 +39,7 @@ extern "C" {
 #endif
 
 #define RT_ABI_MAJOR 1
-#define RT_ABI_MINOR 1
+#define RT_ABI_MINOR 2
 #define RT_MAX_DIMS 6
 
 #if defined(__GNUC__)
@@ -368,6 +368,20 @@ typedef struct rt_api {
      * give -inf. */
     void (*log_softmax_f64)(const float *x, double *out, int64_t N,
                             int64_t C, double T);
+
+    /* ---- ABI 1.2 ---- */
+    /* A new instance with its parameters from the safetensors file at path
+     * (*out: new reference, for instance_release).  name and opts_json
+     * NULL or "": the file's metadata ("retort.plugin", "retort.options").
+     * The file's header is validated against its size before anything is
+     * created, and what the instance may allocate while it is created is
+     * bounded by the file's size (a 300-byte file cannot name a model of
+     * gigabytes); every parameter must be in the file with its shape. */
+    rt_status (*instance_from_checkpoint)(rt_ctx *ctx, rt_kind kind,
+                                          const char *name,
+                                          const char *opts_json,
+                                          const char *path,
+                                          rt_instance **out);
 } rt_api;
 
 /* ------------------------------------------------------------- the entry */

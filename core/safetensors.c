@@ -11,10 +11,12 @@
  * The reader follows the reference implementation's rules (docs/
  * reliability.md, "safetensors, strictly") and validates the whole header against the file
  * size before it allocates a tensor.  cJSON is lenient where the format is
- * not (duplicate keys, \u0000 in keys, trailing garbage), so those are
- * checked here.  Tensor bytes are copied as they are: this file assumes a
- * little-endian host (checked below at compile time).
+ * not (duplicate keys, trailing garbage, and escapes it decodes as NUL:
+ * \u0000, \uZZZZ; see json_check.c), so those are checked here.
+ * Tensor bytes are copied as they are: this file assumes a little-endian
+ * host (checked below at compile time).
  */
+#include "json_check.h"
 #include "retort.h"
 
 #include <cjson/cJSON.h>
@@ -178,20 +180,6 @@ static int utf8_ok(const unsigned char *p, size_t n, size_t *bad)
     return i == n;
 }
 
-/* Offset of a "\u0000" escape in JSON text, or n if none.  cJSON cuts
- * strings at it, so "a\u0000b" would silently become "a".  In valid JSON
- * every backslash starts an escape, so pairing them left to right finds
- * the escapes exactly. */
-static size_t find_nul_escape(const char *s, size_t n)
-{
-    for (size_t i = 0; i + 1 < n; i++) {
-        if (s[i] != '\\') continue;
-        if (s[i + 1] == 'u' && i + 5 < n && memcmp(s + i + 2, "0000", 4) == 0) return i;
-        i++; /* skip the escaped character */
-    }
-    return n;
-}
-
 static rt_status parse_meta(rt_ctx *ctx, const char *L, header *h, const cJSON *m)
 {
     if (!cJSON_IsObject(m))
@@ -306,9 +294,10 @@ static rt_status parse_header(rt_ctx *ctx, const char *L, const char *hdr, uint6
     if (!utf8_ok((const unsigned char *)hdr, (size_t)len, &bad))
         return rt_error(ctx, RT_STATUS_ERR_FORMAT, "%s: header: %s at offset %llu", L,
                         hdr[bad] ? "invalid UTF-8" : "NUL byte", (unsigned long long)(8 + bad));
-    size_t z = find_nul_escape(hdr, (size_t)len);
+    const char *why;
+    size_t z = rt_json_check(hdr, (size_t)len, &why);
     if (z < len)
-        return rt_error(ctx, RT_STATUS_ERR_FORMAT, "%s: header: \\u0000 escape at offset %llu", L,
+        return rt_error(ctx, RT_STATUS_ERR_FORMAT, "%s: header: %s at offset %llu", L, why,
                         (unsigned long long)(8 + z));
     char *copy = malloc((size_t)len + 1);
     if (!copy) return rt_error(ctx, RT_STATUS_ERR_NOMEM, "%s: out of memory for a %llu-byte header", L,
@@ -584,8 +573,10 @@ typedef rt_status (*write_fn)(rt_ctx *ctx, FILE *f, const char *path, void *ud);
 
 /* Writes through fn into "<path>.tmp.<pid>", then fflush, fsync, close,
  * rename over path, fsync the folder.  On failure before the rename the
- * temp file is removed and path is untouched.  A kill -9 can still leave
- * the temp file: rt_run_clean_temps (runfolder.c) knows this name. */
+ * temp file is removed and path is untouched.  A path that exists and is
+ * not a regular file (symlink, device, folder, pipe) is refused.  A kill -9
+ * can still leave the temp file: rt_run_clean_temps (runfolder.c) knows
+ * this name. */
 static rt_status write_atomic(rt_ctx *ctx, const char *path, write_fn fn, void *ud)
 {
     size_t plen = strlen(path);
@@ -605,7 +596,27 @@ static rt_status write_atomic(rt_ctx *ctx, const char *path, write_fn fn, void *
     }
 
     rt_status st = RT_STATUS_OK;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0666);
+    /* rename() would replace a symlink (not its target), a device node or
+     * an empty folder as readily as a file: only a regular file, or
+     * nothing, may be replaced. */
+    struct stat sb;
+    if (lstat(path, &sb) == 0 && !S_ISREG(sb.st_mode)) {
+        st = rt_error(ctx, RT_STATUS_ERR_IO, "%s: exists and is %s, not a regular file: refusing to replace it", path,
+                      S_ISLNK(sb.st_mode)   ? "a symbolic link"
+                      : S_ISDIR(sb.st_mode) ? "a folder"
+                      : S_ISCHR(sb.st_mode) || S_ISBLK(sb.st_mode) ? "a device"
+                      : S_ISFIFO(sb.st_mode) ? "a pipe"
+                                             : "a special file");
+        goto out;
+    }
+    /* O_EXCL: never write through a name that was there before (a hard
+     * link to another file would be truncated); what is there (a temp file
+     * left by an earlier crash under the same pid, or a planted link) is
+     * unlinked, which leaves any file it links to alone, and the create is
+     * tried once more. */
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
+    if (fd < 0 && errno == EEXIST && unlink(tmp) == 0)
+        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
     if (fd < 0) {
         st = rt_error(ctx, RT_STATUS_ERR_IO, "%s: create %s: %s", path, tmp, strerror(errno));
         goto out;

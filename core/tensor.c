@@ -2,7 +2,7 @@
  * tensor.c -- tensors: a fixed-size header (rt_plugin.h) over refcounted,
  * 64-byte aligned storage shared by views.
  */
-#include "retort.h"
+#include "ctx.h"
 
 #include <assert.h>
 #include <math.h>
@@ -68,15 +68,19 @@ static rt_status check_shape(rt_ctx *ctx, int ndim, const int64_t *shape, int64_
 {
     if (ndim < 0 || ndim > RT_MAX_DIMS)
         return rt_error(ctx, RT_STATUS_ERR_SHAPE, "tensor: %d dimensions (at most %d)", ndim, RT_MAX_DIMS);
+    /* The product of the non-zero dims must fit: strides are products of
+     * trailing dims, and a zero dim must not hide an overflow among them. */
     int64_t n = 1;
+    int zero = 0;
     for (int i = 0; i < ndim; i++) {
         if (shape[i] < 0)
             return rt_error(ctx, RT_STATUS_ERR_SHAPE, "tensor: dimension %d is negative (%lld)", i,
                             (long long)shape[i]);
-        if (__builtin_mul_overflow(n, shape[i], &n))
+        if (shape[i] == 0) zero = 1;
+        else if (__builtin_mul_overflow(n, shape[i], &n))
             return rt_error(ctx, RT_STATUS_ERR_SHAPE, "tensor: element count overflows");
     }
-    *numel = n;
+    *numel = zero ? 0 : n;
     return RT_STATUS_OK;
 }
 
@@ -92,6 +96,21 @@ rt_tensor *rt_tensor_new(rt_ctx *ctx, rt_dtype dtype, int ndim, const int64_t *s
     if (__builtin_mul_overflow((size_t)n, rt_dtype_size(dtype), &bytes)) {
         rt_error(ctx, RT_STATUS_ERR_SHAPE, "tensor: byte size overflows");
         return NULL;
+    }
+    if (ctx && ctx->budget >= 0) {
+        /* Refused before any allocation: a model's size comes from options
+         * or a file's metadata, and must not reach malloc unchecked. */
+        if (bytes > (uint64_t)ctx->budget) {
+            char b[128] = "[";
+            for (int i = 0; i < ndim; i++)
+                snprintf(b + strlen(b), sizeof b - strlen(b), i ? ", %lld" : "%lld", (long long)shape[i]);
+            snprintf(b + strlen(b), sizeof b - strlen(b), "]");
+            rt_error(ctx, RT_STATUS_ERR_ARG,
+                     "model size: tensor %s %s of %zu bytes is more than the %lld bytes left under %s", b,
+                     rt_dtype_name(dtype), bytes, (long long)ctx->budget, ctx->budget_why);
+            return NULL;
+        }
+        ctx->budget -= (int64_t)bytes;
     }
     rt_tensor *t = calloc(1, sizeof *t);
     if (!t) {
@@ -142,16 +161,13 @@ void rt_tensor_release(rt_tensor *t)
 static int layout_in_bounds(const rt_storage *s, rt_dtype dtype, int ndim, const int64_t *shape,
                             const int64_t *stride, int64_t offset)
 {
-    int64_t lo = offset, hi = offset, n = 1;
+    int64_t lo = offset, hi = offset;
     for (int i = 0; i < ndim; i++) {
-        n *= shape[i];
         if (shape[i] == 0) return offset >= 0; /* empty: reaches nothing */
         int64_t span;
         if (__builtin_mul_overflow(shape[i] - 1, stride[i], &span)) return 0;
-        if (span < 0) lo += span;
-        else hi += span;
+        if (span < 0 ? __builtin_add_overflow(lo, span, &lo) : __builtin_add_overflow(hi, span, &hi)) return 0;
     }
-    (void)n;
     int64_t cap = (int64_t)(s->nbytes / rt_dtype_size(dtype));
     return lo >= 0 && hi < cap;
 }
@@ -161,7 +177,11 @@ rt_tensor *rt_tensor_view(rt_ctx *ctx, rt_tensor *t, int ndim, const int64_t *sh
 {
     int64_t n;
     if (check_shape(ctx, ndim, shape, &n)) return NULL;
-    int64_t off = t->offset + offset;
+    int64_t off;
+    if (__builtin_add_overflow(t->offset, offset, &off)) {
+        rt_error(ctx, RT_STATUS_ERR_SHAPE, "tensor view: offset %lld overflows", (long long)offset);
+        return NULL;
+    }
     int64_t total = 1;
     for (int i = 0; i < ndim; i++) total *= shape[i];
     if (total > 0 && !layout_in_bounds(t->storage, t->dtype, ndim, shape, stride, off)) {
@@ -194,8 +214,8 @@ rt_tensor *rt_tensor_narrow(rt_ctx *ctx, rt_tensor *t, int dim, int64_t start, i
     if (dim < 0 || dim >= t->ndim || start < 0 || len < 0 || start > t->shape[dim] ||
         len > t->shape[dim] - start) {
         char b[64];
-        rt_error(ctx, RT_STATUS_ERR_SHAPE, "tensor narrow: [%lld, %lld) of dimension %d is outside %s",
-                 (long long)start, (long long)(start + len), dim, rt_tensor_shape_str(t, b, sizeof b));
+        rt_error(ctx, RT_STATUS_ERR_SHAPE, "tensor narrow: %lld elements from %lld of dimension %d are outside %s",
+                 (long long)len, (long long)start, dim, rt_tensor_shape_str(t, b, sizeof b));
         return NULL;
     }
     int64_t shape[RT_MAX_DIMS];
@@ -241,6 +261,8 @@ rt_tensor *rt_tensor_reshape(rt_ctx *ctx, rt_tensor *t, int ndim, const int64_t 
                  rt_tensor_shape_str(t, b, sizeof b), (long long)total, (long long)known);
         return NULL;
     }
+    int64_t n;
+    if (check_shape(ctx, ndim, s, &n)) return NULL; /* bounds the strides below */
     int64_t st[RT_MAX_DIMS], acc = 1;
     for (int i = ndim - 1; i >= 0; i--) {
         st[i] = acc;
@@ -299,13 +321,25 @@ rt_tensor *rt_tensor_clone(rt_ctx *ctx, const rt_tensor *t)
     return c;
 }
 
+/* double -> int32 without undefined behaviour: truncated toward zero,
+ * saturated at the type's range, NaN -> 0.  (A plain cast of a value out
+ * of range is undefined.)  Callers that take user values refuse
+ * non-integers before this; it only keeps the core itself defined. */
+static int32_t to_i32(double v)
+{
+    if (!(v == v)) return 0;
+    if (v >= 2147483647.0) return INT32_MAX;
+    if (v <= -2147483648.0) return INT32_MIN;
+    return (int32_t)v;
+}
+
 void rt_tensor_fill(rt_tensor *t, double v)
 {
     if (t->dtype == RT_DTYPE_F32) {
         float *d = t->data, f = (float)v;
         FOR_EACH_INDEX(t, d[offset_of(t, idx_)] = f);
     } else {
-        int32_t *d = t->data, x = (int32_t)v;
+        int32_t *d = t->data, x = to_i32(v);
         FOR_EACH_INDEX(t, d[offset_of(t, idx_)] = x);
     }
 }
@@ -366,7 +400,7 @@ void rt_tensor_set(rt_tensor *t, int64_t flat, double v)
 {
     int64_t o = flat_offset(t, flat);
     if (t->dtype == RT_DTYPE_F32) ((float *)t->data)[o] = (float)v;
-    else ((int32_t *)t->data)[o] = (int32_t)v;
+    else ((int32_t *)t->data)[o] = to_i32(v);
 }
 
 int rt_tensor_all_finite(const rt_tensor *t)

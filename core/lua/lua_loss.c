@@ -257,7 +257,7 @@ static int read_options(lua_State *L, int i, int anchor, optspec *os)
         if (n == MAX_OPTIONS) luaL_error(L, "rt.lua_loss: at most %d options", MAX_OPTIONS);
         optspec *o = &os[n++];
         int v = lua_gettop(L), top = v;
-        o->name = lua_tostring(L, -2);
+        o->name = rtL_tocstr(L, -2, "rt.lua_loss: an option name");
         o->help = "";
         o->min = 1, o->max = 0; /* min > max: unbounded */
         o->slot = n;
@@ -319,8 +319,8 @@ static int l_lua_loss(lua_State *L)
         lua_pop(L, 1);
     }
     lua_getfield(L, 1, "name"); /* 3 */
-    const char *name = lua_tostring(L, 3);
     if (lua_type(L, 3) != LUA_TSTRING) luaL_error(L, "rt.lua_loss: 'name' must be a string");
+    const char *name = rtL_tocstr(L, 3, "rt.lua_loss: 'name'");
     lua_getfield(L, 1, "forward");  /* 4 */
     lua_getfield(L, 1, "backward"); /* 5 */
     if (!lua_isfunction(L, 4) || !lua_isfunction(L, 5))

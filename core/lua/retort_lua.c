@@ -156,6 +156,40 @@ rt_dtype rtL_checkdtype(lua_State *L, int i, const char *def)
     return (rt_dtype)luaL_argerror(L, i, lua_pushfstring(L, "dtype must be 'f32' or 'i32', got '%s'", s));
 }
 
+/* A string argument that C will read up to its first NUL (a path, a name,
+ * an option): one with an embedded NUL would silently mean a different,
+ * shorter string, so it is refused.  what names it in the error. */
+const char *rtL_checkcstr(lua_State *L, int i, const char *what)
+{
+    size_t n;
+    const char *s = luaL_checklstring(L, i, &n);
+    size_t z = strlen(s);
+    if (z != n) luaL_argerror(L, i, lua_pushfstring(L, "%s contains a NUL byte at position %d", what, (int)z + 1));
+    return s;
+}
+
+/* The string at stack index i (already known to be a string) for C, or a
+ * Lua error naming what and where when it holds a NUL byte. */
+const char *rtL_tocstr(lua_State *L, int i, const char *what)
+{
+    size_t n;
+    const char *s = lua_tolstring(L, i, &n);
+    if (strlen(s) != n) luaL_error(L, "%s contains a NUL byte at position %d", what, (int)strlen(s) + 1);
+    return s;
+}
+
+/* The number at i as a value for a tensor of dtype dt: any number for f32;
+ * for i32 an integer in [-2^31, 2^31) (a cast of anything else would be
+ * undefined or silently wrong). */
+lua_Number rtL_checkelem(lua_State *L, int i, rt_dtype dt)
+{
+    lua_Number v = luaL_checknumber(L, i);
+    if (dt == RT_DTYPE_I32 && !(v == floor(v) && v >= -2147483648.0 && v < 2147483648.0))
+        luaL_argerror(L, i,
+                      lua_pushfstring(L, "%f is not an integer in [-2^31, 2^31): an i32 tensor holds integers", v));
+    return v;
+}
+
 /* Reads a shape table {d1, d2, ...} at index i. */
 int rtL_checkshape(lua_State *L, int i, int64_t *shape)
 {
@@ -196,9 +230,9 @@ static void nested_fill(lua_State *L, int i, rt_tensor *t, int depth, int64_t *f
             nested_fill(L, lua_gettop(L), t, depth + 1, flat);
         } else {
             int ok;
-            lua_Number v = lua_tonumberx(L, -1, &ok);
+            lua_tonumberx(L, -1, &ok);
             if (!ok) luaL_error(L, "tensor: element %d at depth %d is not a number", (int)k, depth + 1);
-            rt_tensor_set(t, (*flat)++, v);
+            rt_tensor_set(t, (*flat)++, rtL_checkelem(L, lua_gettop(L), t->dtype));
         }
         lua_pop(L, 1);
     }
@@ -235,8 +269,8 @@ static int l_full(lua_State *L)
 {
     int64_t shape[RT_MAX_DIMS];
     int nd = rtL_checkshape(L, 1, shape);
-    lua_Number v = luaL_checknumber(L, 2);
     rt_dtype dt = rtL_checkdtype(L, 3, "f32");
+    lua_Number v = rtL_checkelem(L, 2, dt);
     ltensor *u = rtL_newtensor(L);
     if (!(u->t = rt_tensor_new(S(L)->ctx, dt, nd, shape))) return rtL_fail(L);
     rtL_account(L, u->t);
@@ -330,7 +364,7 @@ static int t_set(lua_State *L)
 {
     rt_tensor *t = rtL_checktensor(L, 1);
     int top = lua_gettop(L);
-    lua_Number v = luaL_checknumber(L, top);
+    lua_Number v = rtL_checkelem(L, top, t->dtype);
     rt_tensor_set(t, flat_index(L, t, 2, top - 2), v);
     lua_settop(L, 1);
     return 1;
@@ -361,7 +395,7 @@ static int t_totable(lua_State *L)
 static int t_fill(lua_State *L)
 {
     rt_tensor *t = rtL_checktensor(L, 1);
-    rt_tensor_fill(t, luaL_checknumber(L, 2));
+    rt_tensor_fill(t, rtL_checkelem(L, 2, t->dtype));
     lua_settop(L, 1);
     return 1;
 }
@@ -391,7 +425,8 @@ static int t_narrow(lua_State *L)
     lua_Integer d = luaL_checkinteger(L, 2), st = luaL_checkinteger(L, 3), len = luaL_checkinteger(L, 4);
     luaL_argcheck(L, d >= 1 && d <= t->ndim, 2, "dimension out of range");
     ltensor *u = rtL_newtensor(L);
-    if (!(u->t = rt_tensor_narrow(S(L)->ctx, t, (int)d - 1, st - 1, len))) return rtL_fail(L);
+    /* st - 1 would overflow at the smallest integer; any st < 1 is outside */
+    if (!(u->t = rt_tensor_narrow(S(L)->ctx, t, (int)d - 1, st < 1 ? -1 : st - 1, len))) return rtL_fail(L);
     return 1;
 }
 
@@ -568,6 +603,8 @@ static void to_json(lua_State *L, sbuf *b, int i, int depth, const char *path)
     case LUA_TSTRING: {
         size_t n;
         const char *s = lua_tolstring(L, i, &n);
+        if (strlen(s) != n)
+            luaL_error(L, "options: '%s' contains a NUL byte at position %d", path, (int)strlen(s) + 1);
         json_string(L, b, s, n);
         return;
     }
@@ -603,7 +640,7 @@ static void to_json(lua_State *L, sbuf *b, int i, int depth, const char *path)
     int ku = lua_gettop(L), k = 0;
     lua_pushnil(L);
     while (lua_next(L, i)) {
-        keys[k++] = lua_tostring(L, -2); /* anchored by the table at i */
+        keys[k++] = rtL_tocstr(L, -2, "options: a key"); /* anchored by the table at i */
         lua_pop(L, 1);
     }
     qsort(keys, (size_t)nkeys, sizeof *keys, cmp_keys);
@@ -677,7 +714,7 @@ linst *rtL_checkany(lua_State *L, int i)
 static int make_instance(lua_State *L, rt_kind kind)
 {
     rtL_registry(L);
-    const char *name = luaL_checkstring(L, 1);
+    const char *name = rtL_checkcstr(L, 1, "plugin name");
     if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
     const char *json = rtL_tojson(L, 2);
     linst *u = lua_newuserdatauv(L, sizeof *u, 0);
@@ -784,7 +821,7 @@ static int i_flops(lua_State *L)
 static int i_feature(lua_State *L)
 {
     linst *u = rtL_checkany(L, 1);
-    rtL_pushborrowed(L, rt_instance_feature(u->i, luaL_checkstring(L, 2)));
+    rtL_pushborrowed(L, rt_instance_feature(u->i, rtL_checkcstr(L, 2, "feature name")));
     return 1;
 }
 
@@ -810,8 +847,8 @@ static int meta_arrays(lua_State *L, int i, const char ***keys, const char ***va
     int j = 0;
     lua_pushnil(L);
     while (lua_next(L, i)) {
-        k[j] = lua_tostring(L, -2); /* strings owned by the table at i */
-        v[j] = lua_tostring(L, -1);
+        k[j] = rtL_tocstr(L, -2, "metadata key"); /* strings owned by the table at i */
+        v[j] = rtL_tocstr(L, -1, "metadata value");
         j++;
         lua_pop(L, 1);
     }
@@ -824,7 +861,7 @@ static int meta_arrays(lua_State *L, int i, const char ***keys, const char ***va
 static int i_save(lua_State *L)
 {
     linst *u = rtL_checkany(L, 1);
-    const char *path = luaL_checkstring(L, 2);
+    const char *path = rtL_checkcstr(L, 2, "path");
     const char **k, **v;
     int n = meta_arrays(L, 3, &k, &v);
     if (rt_instance_save(u->i, S(L)->ctx, path, n, k, v)) return rtL_fail(L);
@@ -834,7 +871,7 @@ static int i_save(lua_State *L)
 static int i_load(lua_State *L)
 {
     linst *u = rtL_checkany(L, 1);
-    if (rt_instance_load(u->i, S(L)->ctx, luaL_checkstring(L, 2))) return rtL_fail(L);
+    if (rt_instance_load(u->i, S(L)->ctx, rtL_checkcstr(L, 2, "path"))) return rtL_fail(L);
     lua_settop(L, 1);
     return 1;
 }
@@ -868,7 +905,7 @@ static int s_backward(lua_State *L)
         while (lua_next(L, 3)) {
             if (nt == 32) luaL_error(L, "at most 32 taps");
             if (lua_type(L, -2) != LUA_TSTRING) luaL_error(L, "taps map feature names to tensors");
-            taps[nt].name = lua_tostring(L, -2);
+            taps[nt].name = rtL_tocstr(L, -2, "tap name");
             taps[nt].grad = rtL_checktensor(L, -1);
             nt++;
             lua_pop(L, 1);
@@ -960,7 +997,7 @@ static int lo_set(lua_State *L)
 {
     linst *u = rtL_checkinst(L, 1, MT_LOSS);
     if (lua_type(L, 3) != LUA_TNUMBER) return rtL_loss_set_value(L); /* booleans, strings */
-    if (rt_loss_set(u->i, S(L)->ctx, luaL_checkstring(L, 2), luaL_checknumber(L, 3))) return rtL_fail(L);
+    if (rt_loss_set(u->i, S(L)->ctx, rtL_checkcstr(L, 2, "option name"), luaL_checknumber(L, 3))) return rtL_fail(L);
     lua_settop(L, 1);
     return 1;
 }
@@ -1027,7 +1064,7 @@ static int kind_from_string(lua_State *L, int i)
 static int l_plugin_help(lua_State *L)
 {
     rt_kind k = (rt_kind)kind_from_string(L, 1);
-    const char *name = luaL_checkstring(L, 2);
+    const char *name = rtL_checkcstr(L, 2, "plugin name");
     const rt_plugin_desc *d = rt_registry_find(rtL_registry(L), S(L)->ctx, k, name);
     if (!d) return rtL_fail(L);
     char *text = NULL;
@@ -1043,8 +1080,7 @@ static int l_plugin_help(lua_State *L)
 
 static int l_load_plugin(lua_State *L)
 {
-    const char *path = luaL_checkstring(L, 1);
-    if (rt_registry_load(rtL_registry(L), S(L)->ctx, path)) return rtL_fail(L);
+    if (rt_registry_load(rtL_registry(L), S(L)->ctx, rtL_checkcstr(L, 1, "path"))) return rtL_fail(L);
     return 0;
 }
 
@@ -1253,6 +1289,23 @@ static int o_restore(lua_State *L)
     return 0;
 }
 
+/* An integer field in [0, 2^53] (a plain cast of a larger or non-finite
+ * number to int64 is undefined). */
+static int64_t field_count(lua_State *L, int t, const char *k, int64_t def)
+{
+    lua_getfield(L, t, k);
+    int64_t v = def;
+    if (!lua_isnil(L, -1)) {
+        int ok;
+        lua_Number x = lua_tonumberx(L, -1, &ok);
+        if (!ok || !(x >= 0 && x <= 9007199254740992.0) || x != floor(x))
+            luaL_error(L, "schedule: '%s' must be an integer in [0, 2^53]", k);
+        v = (int64_t)x;
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
 /* rt.schedule_lr({kind=, lr=, min_lr=, gamma=, step_size=, warmup=, total=}, step) */
 static int l_schedule_lr(lua_State *L)
 {
@@ -1267,9 +1320,9 @@ static int l_schedule_lr(lua_State *L)
     s.lr = field_num(L, 1, "lr", 1e-3f);
     s.min_lr = field_num(L, 1, "min_lr", 0);
     s.gamma = field_num(L, 1, "gamma", 0.1f);
-    s.step_size = (int64_t)field_num(L, 1, "step_size", 1);
-    s.warmup = (int64_t)field_num(L, 1, "warmup", 0);
-    s.total = (int64_t)field_num(L, 1, "total", 1);
+    s.step_size = field_count(L, 1, "step_size", 1);
+    s.warmup = field_count(L, 1, "warmup", 0);
+    s.total = field_count(L, 1, "total", 1);
     lua_pushnumber(L, rt_schedule_lr(&s, step));
     return 1;
 }
@@ -1474,7 +1527,7 @@ static int d_batches(lua_State *L)
 /* rt.idx_read(path [, dtype [, scale]]) -> tensor */
 static int l_idx_read(lua_State *L)
 {
-    const char *path = luaL_checkstring(L, 1);
+    const char *path = rtL_checkcstr(L, 1, "path");
     rt_dtype dt = rtL_checkdtype(L, 2, "f32");
     float scale = (float)luaL_optnumber(L, 3, 1.0);
     ltensor *u = rtL_newtensor(L);
@@ -1488,7 +1541,7 @@ static void st_free(void *p) { rt_st_free(p); }
  * every f32 tensor finite (the first NaN or inf is an error naming it) */
 static int l_load(lua_State *L)
 {
-    const char *path = luaL_checkstring(L, 1);
+    const char *path = rtL_checkcstr(L, 1, "path");
     box *bx = box_new(L, st_free);
     if (rt_st_read(S(L)->ctx, path, (rt_st **)&bx->p)) return rtL_fail(L);
     rt_st *f = bx->p;
@@ -1513,7 +1566,7 @@ static int l_load(lua_State *L)
 /* rt.read_meta(path) -> metadata table (reads the header only) */
 static int l_read_meta(lua_State *L)
 {
-    const char *path = luaL_checkstring(L, 1);
+    const char *path = rtL_checkcstr(L, 1, "path");
     box *bx = box_new(L, st_free);
     if (rt_st_read_meta(S(L)->ctx, path, (rt_st **)&bx->p)) return rtL_fail(L);
     rt_st *f = bx->p;
@@ -1528,9 +1581,9 @@ static int l_read_meta(lua_State *L)
 /* rt.save(path, { {name, tensor}, ... } [, metadata]) -- atomic */
 static int l_save(lua_State *L)
 {
-    const char *path = luaL_checkstring(L, 1);
+    const char *path = rtL_checkcstr(L, 1, "path");
     luaL_checktype(L, 2, LUA_TTABLE);
-    lua_settop(L, 3); /* no metadata: index 3 is nil, not the arrays below */
+    lua_settop(L, 3); /* metadata stays at 3 (nil if not given) under what is pushed below */
     int n = (int)lua_rawlen(L, 2);
     const char **names = lua_newuserdatauv(L, sizeof(char *) * (size_t)(n + 1), 0);
     const rt_tensor **ts = lua_newuserdatauv(L, sizeof(rt_tensor *) * (size_t)(n + 1), 0);
@@ -1540,7 +1593,7 @@ static int l_save(lua_State *L)
         lua_rawgeti(L, -1, 1);
         lua_rawgeti(L, -2, 2);
         if (lua_type(L, -2) != LUA_TSTRING) luaL_error(L, "save: entry %d has no name", k + 1);
-        names[k] = lua_tostring(L, -2); /* owned by the entry table */
+        names[k] = rtL_tocstr(L, -2, "save: tensor name"); /* owned by the entry table */
         ts[k] = rtL_checktensor(L, -1);
         lua_pop(L, 3);
     }
@@ -1553,7 +1606,7 @@ static int l_save(lua_State *L)
 static int l_write_atomic(lua_State *L)
 {
     size_t len;
-    const char *path = luaL_checkstring(L, 1), *data = luaL_checklstring(L, 2, &len);
+    const char *path = rtL_checkcstr(L, 1, "path"), *data = luaL_checklstring(L, 2, &len);
     if (rt_write_atomic(S(L)->ctx, path, data, len)) return rtL_fail(L);
     return 0;
 }
@@ -1563,7 +1616,7 @@ static int l_write_atomic(lua_State *L)
 static int l_sha256_file(lua_State *L)
 {
     char out[65];
-    const char *path = luaL_checkstring(L, 1);
+    const char *path = rtL_checkcstr(L, 1, "path");
     lua_Integer max_bytes = luaL_optinteger(L, 2, 0);
     double max_seconds = (double)luaL_optnumber(L, 3, 0);
     luaL_argcheck(L, max_bytes >= 0, 2, "max_bytes must be >= 0");
@@ -1585,7 +1638,7 @@ static int l_sha256(lua_State *L)
 /* rt.mkdir(path): mkdir -p; true, or nil + message */
 static int l_mkdir(lua_State *L)
 {
-    const char *p = luaL_checkstring(L, 1);
+    const char *p = rtL_checkcstr(L, 1, "path");
     luaL_Buffer b;
     size_t n = strlen(p);
     char *tmp = luaL_buffinitsize(L, &b, n + 1);
@@ -1609,7 +1662,7 @@ static int l_mkdir(lua_State *L)
 static int l_exists(lua_State *L)
 {
     struct stat st;
-    lua_pushboolean(L, stat(luaL_checkstring(L, 1), &st) == 0);
+    lua_pushboolean(L, stat(rtL_checkcstr(L, 1, "path"), &st) == 0);
     return 1;
 }
 
@@ -1742,7 +1795,7 @@ static int l_rng_state(lua_State *L)
 
 static int l_set_rng_state(lua_State *L)
 {
-    if (rt_rng_from_hex(rt_ctx_rng(S(L)->ctx), luaL_checkstring(L, 1)))
+    if (rt_rng_from_hex(rt_ctx_rng(S(L)->ctx), rtL_checkcstr(L, 1, "RNG state")))
         luaL_argerror(L, 1, "not an RNG state (64 hex digits)");
     return 0;
 }

@@ -62,6 +62,13 @@ void rtL_pushborrowed(lua_State *L, rt_tensor *t);
 rt_tensor *rtL_checktensor(lua_State *L, int i);
 rt_tensor *rtL_opttensor(lua_State *L, int i);
 rt_dtype rtL_checkdtype(lua_State *L, int i, const char *def);
+/* A string argument bound for C (path, name, option): one with an embedded
+ * NUL is an argument error naming what.  tocstr: the same for a string
+ * already on the stack (table keys and values). */
+const char *rtL_checkcstr(lua_State *L, int i, const char *what);
+const char *rtL_tocstr(lua_State *L, int i, const char *what);
+/* A number for a tensor of dtype dt (i32: an integer in int32 range). */
+lua_Number rtL_checkelem(lua_State *L, int i, rt_dtype dt);
 /* Reads a shape table {d1, ...} into shape; returns ndim. */
 int rtL_checkshape(lua_State *L, int i, int64_t *shape);
 /* Pushes the JSON text of the value at i (nil -> "{}"), keys sorted. */

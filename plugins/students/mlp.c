@@ -99,11 +99,12 @@ static rt_status create(rt_ctx *ctx, const rt_opts *o, void **self)
         L->in = sizes[i];
         L->out = sizes[i + 1];
         int64_t ws[2] = {L->out, L->in};
-        L->w = api->tensor_new(ctx, RT_DTYPE_F32, 2, ws);
-        L->gw = api->tensor_new(ctx, RT_DTYPE_F32, 2, ws);
-        L->b = api->tensor_new(ctx, RT_DTYPE_F32, 1, &L->out);
-        L->gb = api->tensor_new(ctx, RT_DTYPE_F32, 1, &L->out);
-        if (!L->w || !L->gw || !L->b || !L->gb) {
+        /* Stops at the first refusal (the host's size bound or OOM), so its
+         * message is the one reported and nothing more is allocated. */
+        if (!(L->w = api->tensor_new(ctx, RT_DTYPE_F32, 2, ws)) ||
+            !(L->gw = api->tensor_new(ctx, RT_DTYPE_F32, 2, ws)) ||
+            !(L->b = api->tensor_new(ctx, RT_DTYPE_F32, 1, &L->out)) ||
+            !(L->gb = api->tensor_new(ctx, RT_DTYPE_F32, 1, &L->out))) {
             destroy(m);
             return RT_STATUS_ERR_NOMEM; /* tensor_new set the message */
         }

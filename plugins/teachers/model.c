@@ -58,7 +58,6 @@ static rt_status create(rt_ctx *ctx, const rt_opts *o, void **self)
     const char *arch = api->opt_string(o, "arch");
     const char *aopts = api->opt_json(o, "options");
     const char *student = api->opt_string(o, "student");
-    char arch_buf[128], opts_buf[8192];
     if (*student) {
         size_t n = strspn(student, "0123456789abcdef");
         if (n != 64 || student[n])
@@ -71,19 +70,18 @@ static rt_status create(rt_ctx *ctx, const rt_opts *o, void **self)
     } else if (!*ck && !api->opt_bool(o, "random_init")) {
         return api->error(ctx, RT_STATUS_ERR_ARG, "needs a checkpoint (or random_init = true)");
     }
-    if (!*arch) {
-        if (!*ck) return api->error(ctx, RT_STATUS_ERR_ARG, "needs an arch when there is no checkpoint");
-        if (api->checkpoint_meta(ctx, ck, "retort.plugin", arch_buf, sizeof arch_buf) ||
-            api->checkpoint_meta(ctx, ck, "retort.options", opts_buf, sizeof opts_buf))
-            return RT_STATUS_ERR_FORMAT;
-        arch = arch_buf;
-        aopts = opts_buf;
-    }
+    if (!*arch && !*ck) return api->error(ctx, RT_STATUS_ERR_ARG, "needs an arch when there is no checkpoint");
     model *m = calloc(1, sizeof *m);
     if (!m) return api->error(ctx, RT_STATUS_ERR_NOMEM, "out of memory");
-    if (api->instance_create(ctx, RT_KIND_STUDENT, arch, aopts, &m->net) || (*ck && api->params_load(ctx, m->net, ck))) {
+    /* From a checkpoint the host validates the file before it builds the
+     * architecture (named by arch, or by the file's metadata), and bounds
+     * what the architecture may allocate by the file's size. */
+    rt_status st = *ck ? api->instance_from_checkpoint(ctx, RT_KIND_STUDENT, *arch ? arch : NULL, *arch ? aopts : NULL,
+                                                       ck, &m->net)
+                       : api->instance_create(ctx, RT_KIND_STUDENT, arch, aopts, &m->net);
+    if (st) {
         destroy(m);
-        return RT_STATUS_ERR_ARG;
+        return st;
     }
     m->vt = api->instance_desc(m->net)->student;
     m->self = api->instance_self(m->net);

@@ -20,7 +20,7 @@ function rt.data.idx(o)
   local x = util.call(rt.idx_read, o.images, "f32", o.scale or (1 / 255))
   local y = o.labels and util.call(rt.idx_read, o.labels, "i32")
   if y and #y ~= #x then
-    error(("rt.data.idx: %d images but %d labels"):format(#x, #y), 2)
+    error(("rt.data.idx: %s holds %d images but %s holds %d labels"):format(o.images, #x, o.labels, #y), 2)
   end
   if o.limit and o.limit > 0 and o.limit < #x then
     x = x:narrow(1, 1, o.limit)

@@ -199,6 +199,19 @@ local function save_checkpoint(path, student, opt, meta_extra)
   rt.save(path, list, meta)
 end
 
+-- A non-negative integer from checkpoint metadata, or an error naming the
+-- file and the key (crafted metadata must give a clear error, not a run
+-- from a wrong position).
+local function meta_count(meta, key, path)
+  local v = meta[key]
+  local n = type(v) == "string" and v:match("^%d+$") and #v <= 15 and tonumber(v)
+  if not n then
+    error(("resume: %s: metadata '%s' is %s, not a non-negative integer"):format(path, key,
+      v == nil and "missing" or ("'" .. v:sub(1, 40) .. "'")), 0)
+  end
+  return math.tointeger(n)
+end
+
 local function load_checkpoint(path, student, opt)
   local tensors, meta = rt.load(path)
   if meta["retort.plugin"] ~= student:name() or meta["retort.options"] ~= student:options_json() then
@@ -210,7 +223,7 @@ local function load_checkpoint(path, student, opt)
     if not t then error(("resume: %s has no tensor '%s'"):format(path, p.name), 0) end
     p.value:copy(t)
   end
-  local steps = tonumber(meta["run.optim_steps"]) or 0
+  local steps = meta["run.optim_steps"] and meta_count(meta, "run.optim_steps", path) or 0
   if steps > 0 then
     local state = {}
     for name, t in pairs(tensors) do
@@ -219,7 +232,9 @@ local function load_checkpoint(path, student, opt)
     end
     opt:restore(student, state, steps)
   end
-  rt.set_rng_state(meta["run.rng"])
+  if type(meta["run.rng"]) ~= "string" or not pcall(rt.set_rng_state, meta["run.rng"]) then
+    error(("resume: %s: metadata 'run.rng' is not an RNG state (64 hex digits)"):format(path), 0)
+  end
   return meta
 end
 
@@ -359,9 +374,17 @@ local function distill(cfg, at)
     if mode == "resume" then
       if rt.exists(ck) then
         local meta = load_checkpoint(ck, student, opt)
-        start_epoch = tonumber(meta["run.epoch"]) + 1
-        step = tonumber(meta["run.step"])
-        history = rt.json_decode(meta["run.history"] or "[]")
+        local e, s = meta_count(meta, "run.epoch", ck), meta_count(meta, "run.step", ck)
+        if e >= epochs or s ~= (e + 1) * steps_per_epoch then
+          error(("resume: %s ends epoch %d at step %d; this run has %d epochs of %d steps (epoch %d ends at step %d)")
+            :format(ck, e + 1, s, epochs, steps_per_epoch, e + 1, (e + 1) * steps_per_epoch), 0)
+        end
+        start_epoch, step = e + 1, s
+        local ok, h = pcall(rt.json_decode, meta["run.history"] or "[]")
+        if not ok or type(h) ~= "table" then
+          error(("resume: %s: metadata 'run.history' is not a JSON list"):format(ck), 0)
+        end
+        history = h
       end
       folder:trim_metrics(step, start_epoch)
       if start_epoch >= epochs and not quiet then

@@ -267,13 +267,13 @@ static void test_atomic(void)
     CHECK(rt_st_write(ctx, p, 1, names, ts, 2, k2, v2) == RT_STATUS_ERR_ARG);
     CHECK_CONTAINS(rt_ctx_message(ctx), "key 'k' appears twice");
 
-    /* the target is a folder: the whole temp file is written, the rename
-     * fails, the temp file is removed */
+    /* the target is a folder: refused before anything is written (an
+     * empty folder would otherwise be replaced by the rename) */
     const char *d = path_of("a_folder");
     CHECK(mkdir(d, 0755) == 0);
     rt_ctx_clear(ctx);
     CHECK(rt_st_write(ctx, d, 1, names, ts, 0, NULL, NULL) == RT_STATUS_ERR_IO);
-    CHECK_CONTAINS(rt_ctx_message(ctx), "rename");
+    CHECK_CONTAINS(rt_ctx_message(ctx), "is a folder, not a regular file");
     CHECK_CONTAINS(rt_ctx_message(ctx), "a_folder");
     struct stat sb;
     CHECK(stat(d, &sb) == 0 && S_ISDIR(sb.st_mode));
