@@ -217,6 +217,22 @@ static void convert(unsigned type, const unsigned char *p, size_t n, rt_dtype wa
 /* Parses the header and the data from s; total is the size of the whole
  * stream when known (raw files, memory), else -1 (gzip, pipes);
  * gz_bytes is the compressed size (gzip files; 0 = unknown). */
+/* Data enters finite (f32/f64 files can hold NaN and inf; f64 values
+ * beyond the f32 range become inf): the first bad value is named, with its
+ * sample and byte offset.  On error t is released. */
+static rt_status check_finite(rt_ctx *ctx, const char *L, rt_tensor *t, uint64_t count, int64_t n, uint64_t hdr,
+                              unsigned esize, unsigned type)
+{
+    int64_t bad = t->dtype == RT_DTYPE_F32 ? rt_check_finite(rt_f32(t), (int64_t)count) : -1;
+    if (bad < 0) return RT_STATUS_OK;
+    int64_t per = (int64_t)count / n;
+    float v = rt_f32(t)[bad];
+    rt_tensor_release(t);
+    return rt_error(ctx, RT_STATUS_ERR_NUMERIC, "%s: data: sample %lld (0-based), value %lld at offset %llu is %s%s", L,
+                    (long long)(bad / per), (long long)(bad % per), (unsigned long long)(hdr + (uint64_t)bad * esize),
+                    rt_nonfinite_name(v), type == 0x0E && !isnan(v) ? " (an f64 beyond the f32 range)" : "");
+}
+
 static rt_status read_idx(src *s, int64_t total, uint64_t gz_bytes, rt_dtype want, float scale, rt_tensor **out)
 {
     rt_ctx *ctx = s->ctx;
@@ -295,6 +311,7 @@ static rt_status read_idx(src *s, int64_t total, uint64_t gz_bytes, rt_dtype wan
         if (!t) return rt_error_prefix(ctx, "%s", L);
         convert(type, s->mem + hdr, (size_t)count, want, scale, t->data);
         s->pos += bytes;
+        if (check_finite(ctx, L, t, count, shape[0], hdr, esize, type)) return rt_ctx_status(ctx);
         *out = t;
         return RT_STATUS_OK;
     }
@@ -346,19 +363,7 @@ static rt_status read_idx(src *s, int64_t total, uint64_t gz_bytes, rt_dtype wan
     if (!st) convert(type, raw, (size_t)count, want, scale, t->data);
     free(raw);
     if (st) return st;
-    /* Data enters finite (f32/f64 files can hold NaN and inf; f64 values
-     * beyond the f32 range become inf): the first bad value is named. */
-    int64_t bad = want == RT_DTYPE_F32 ? rt_check_finite(rt_f32(t), (int64_t)count) : -1;
-    if (bad >= 0) {
-        int64_t per = (int64_t)count / shape[0];
-        float v = rt_f32(t)[bad];
-        rt_tensor_release(t);
-        return rt_error(ctx, RT_STATUS_ERR_NUMERIC,
-                        "%s: data: sample %lld (0-based), value %lld at offset %llu is %s%s", L,
-                        (long long)(bad / per), (long long)(bad % per),
-                        (unsigned long long)(hdr + (uint64_t)bad * esize), rt_nonfinite_name(v),
-                        type == 0x0E && !isnan(v) ? " (an f64 beyond the f32 range)" : "");
-    }
+    if (check_finite(ctx, L, t, count, shape[0], hdr, esize, type)) return rt_ctx_status(ctx);
     *out = t;
     return RT_STATUS_OK;
 }
