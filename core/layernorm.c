@@ -19,24 +19,26 @@ void rt_layernorm_forward(const float *x, const float *gamma,
     for (int64_t m = 0; m < M; m++) {
         const float *restrict xr = x + m * D;
         float *restrict o = out + m * D;
-        /* Two passes (mean, then squared deviations): no cancellation for
-         * rows with a large mean, which a residual stream can have. */
-        float acc[VW] = {0}, s = 0;
+        /* Two passes (mean, then squared deviations), summed in double: no
+         * cancellation for rows whose mean is large next to their spread,
+         * which a residual stream can have. */
+        double acc[VW] = {0}, s = 0;
         int64_t j = 0;
         for (; j + VW <= D; j += VW)
             for (int k = 0; k < VW; k++) acc[k] += xr[j + k];
         for (; j < D; j++) s += xr[j];
         for (int k = 0; k < VW; k++) s += acc[k];
-        float mu = s / (float)D;
-        float acc2[VW] = {0}, v = 0;
+        double mud = s / (double)D;
+        float mu = (float)mud;
+        double acc2[VW] = {0}, v = 0;
         for (j = 0; j + VW <= D; j += VW)
             for (int k = 0; k < VW; k++) {
-                float d = xr[j + k] - mu;
+                double d = xr[j + k] - mud;
                 acc2[k] += d * d;
             }
-        for (; j < D; j++) v += (xr[j] - mu) * (xr[j] - mu);
+        for (; j < D; j++) v += (xr[j] - mud) * (xr[j] - mud);
         for (int k = 0; k < VW; k++) v += acc2[k];
-        float r = 1.0f / sqrtf(v / (float)D + eps);
+        float r = (float)(1.0 / sqrt(v / (double)D + eps));
         if (gamma && beta) {
             const float *restrict g = gamma, *restrict b = beta;
             VLOOP(i, D, o[i] = (xr[i] - mu) * r * g[i] + b[i];);
