@@ -69,9 +69,12 @@ typedef struct rt_text_opts {
 /* Reads path: a regular file, or a folder whose regular files (not
  * symbolic links, not subfolders, not names starting with '.') are read in
  * byte order of their names.  Each file is encoded on its own with tok
- * (NULL = bytes), then split: its last floor(val_fraction * n) tokens go
- * to validation, the rest to train; the splits are the concatenations of
- * these parts, in file order.
+ * (NULL = bytes), then split: its last tokens go to validation, the rest
+ * to train; the splits are the concatenations of these parts, in file
+ * order.  A file's validation share is floor(f * S') - floor(f * S), f =
+ * val_fraction, S and S' the tokens of the files before it and with it:
+ * about f of each file, and exactly floor(f * total) over the corpus even
+ * when every file is too small for a floor of its own to be nonzero.
  *
  * Why a contiguous tail of each file, not of the whole corpus or whole
  * files: a window never mixes the two splits (no leakage through

@@ -53,6 +53,7 @@ struct rt_text {
     const rt_tokenizer *tok;
     int32_t *ids[2]; /* train, val */
     int64_t n[2], cap[2];
+    int64_t seen; /* tokens split so far */
     int files;
     int64_t bytes;
     double val_fraction;
@@ -105,7 +106,13 @@ static rt_status add_document(rt_text *d, rt_ctx *ctx, const char *text,
         if (ids[i] < 0 || ids[i] >= V)
             st = rt_error(ctx, RT_STATUS_ERR_STATE, "text '%s': tokenizer '%s' gave id %d at token %lld, outside [0, %lld)",
                           label, d->tok->name(d->tok->self), (int)ids[i], (long long)i, (long long)V);
-    int64_t nval = (int64_t)(d->val_fraction * (double)n);
+    /* The validation share of the corpus so far minus what earlier files
+     * gave: every file gives its tail, and many small files still add up to
+     * floor(val_fraction * total) (a per-file floor would give 0 each). */
+    int64_t nval = (int64_t)(d->val_fraction * (double)(d->seen + n)) - (int64_t)(d->val_fraction * (double)d->seen);
+    if (nval > n) nval = n;
+    if (nval < 0) nval = 0;
+    d->seen += n;
     if (!st) st = append(d, ctx, RT_TEXT_TRAIN, ids, n - nval);
     if (!st) st = append(d, ctx, RT_TEXT_VAL, ids + (n - nval), nval);
     free(ids);
@@ -174,7 +181,9 @@ static rt_status read_file(rt_ctx *ctx, const char *path, int64_t room, int64_t 
 {
     *buf = NULL;
     *len = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO swapped in after the listing must not hang us
+     * (it is then refused as not regular); regular files ignore it. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) return rt_error(ctx, RT_STATUS_ERR_IO, "text: cannot open '%s': %s", path, strerror(errno));
     struct stat sb;
     if (fstat(fd, &sb) != 0) {
@@ -184,7 +193,7 @@ static rt_status read_file(rt_ctx *ctx, const char *path, int64_t room, int64_t 
     }
     if (!S_ISREG(sb.st_mode)) {
         close(fd);
-        return rt_error(ctx, RT_STATUS_ERR_IO, "text: '%s' is not a regular file or a folder", path);
+        return rt_error(ctx, RT_STATUS_ERR_IO, "text: '%s' is not a regular file", path);
     }
     if ((int64_t)sb.st_size > room) {
         close(fd);
@@ -294,6 +303,8 @@ rt_status rt_text_open(rt_ctx *ctx, const char *path, const rt_tokenizer *tok,
     struct stat sb;
     if (stat(path, &sb) != 0)
         return rt_error(ctx, RT_STATUS_ERR_IO, "text: cannot read '%s': %s", path, strerror(errno));
+    if (!S_ISDIR(sb.st_mode) && !S_ISREG(sb.st_mode))
+        return rt_error(ctx, RT_STATUS_ERR_IO, "text: '%s' is neither a regular file nor a folder", path);
     rt_text *d = text_new(ctx, tok, o);
     if (!d) return rt_ctx_status(ctx);
     char *buf = NULL;

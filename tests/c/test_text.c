@@ -225,6 +225,50 @@ static void test_read_errors(void)
     rmdir(empty);
 }
 
+/* Twenty files of 5 bytes at val_fraction 0.1: no file alone has a
+ * nonzero floor(0.5), yet the corpus's tenth (10 tokens) goes to
+ * validation, spread over the files; and a FIFO is refused, not waited on. */
+static void test_small_files_split(void)
+{
+    char dir[512], name[64], p[600];
+    path_of(dir, sizeof dir, "small");
+    CHECK(mkdir(dir, 0700) == 0);
+    for (int i = 0; i < 20; i++) {
+        snprintf(name, sizeof name, "small/f%02d", i);
+        write_file(name, "abcde", 5);
+    }
+    rt_ctx *ctx = rt_ctx_new();
+    rt_text *d = NULL;
+    rt_text_opts o = {0.1, 0, NULL};
+    CHECK(rt_text_open(ctx, dir, NULL, &o, &d) == RT_STATUS_OK);
+    if (d) {
+        CHECK(rt_text_files(d) == 20);
+        CHECK(rt_text_count(d, RT_TEXT_VAL) == 10);
+        CHECK(rt_text_count(d, RT_TEXT_TRAIN) == 90);
+        /* Tails: every validation token is the end of a file ('e'). */
+        const int32_t *v = rt_text_tokens(d, RT_TEXT_VAL);
+        int not_e = 0;
+        for (int64_t i = 0; v && i < rt_text_count(d, RT_TEXT_VAL); i++) not_e += v[i] != 'e';
+        CHECK(not_e == 0);
+    }
+    rt_text_free(d);
+    for (int i = 0; i < 20; i++) {
+        snprintf(p, sizeof p, "%s/f%02d", dir, i);
+        unlink(p);
+    }
+    snprintf(p, sizeof p, "%s/fifo", dir);
+    CHECK(mkfifo(p, 0600) == 0);
+    d = NULL;
+    CHECK(rt_text_open(ctx, p, NULL, &o, &d) == RT_STATUS_ERR_IO);
+    CHECK_CONTAINS(rt_ctx_message(ctx), "neither a regular file nor a folder");
+    /* In a folder, a FIFO is not a regular file: skipped, nothing left. */
+    CHECK(rt_text_open(ctx, dir, NULL, &o, &d) == RT_STATUS_ERR_IO);
+    CHECK_CONTAINS(rt_ctx_message(ctx), "has no regular file");
+    unlink(p);
+    rmdir(dir);
+    rt_ctx_free(ctx);
+}
+
 /* ================================================================ batches */
 
 /* A corpus whose byte i is i mod 251: a window's start is its first byte. */
@@ -370,6 +414,7 @@ int main(void)
     RUN(test_custom_tokenizer);
     RUN(test_folder_split);
     RUN(test_read_errors);
+    RUN(test_small_files_split);
     RUN(test_batches_reproducible);
     RUN(test_batch_errors_and_windows);
     RUN(test_fortunes_corpus);
