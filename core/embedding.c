@@ -1,10 +1,11 @@
 /*
  * embedding.c -- token + learned position embedding (forward, scatter-add
- * backward) and the output projection tied to the token table.  See rt_lm.h
- * for the contracts.
+ * backward), the output projection tied to the token table, and drawing
+ * the next token from logits.  See rt_lm.h for the contracts.
  */
 #include "rt_lm.h"
 
+#include <math.h>
 #include <string.h>
 
 #include "vec.h"
@@ -130,4 +131,70 @@ void rt_tied_logits_backward(const float *dlogits, const float *h,
 {
     if (dwte) rt_gemm(1, 0, V, D, M, 1.0f, dlogits, V, h, D, 1.0f, dwte, D);
     if (dh) rt_gemm(0, 0, M, D, V, 1.0f, dlogits, V, wte, D, 0.0f, dh, D);
+}
+
+/* ============================================================= sampling */
+
+static int32_t first_max(const float *x, int64_t V)
+{
+    int64_t b = 0;
+    for (int64_t i = 1; i < V; i++)
+        if (x[i] > x[b] || (x[b] != x[b] && x[i] == x[i])) b = i;
+    return (int32_t)b;
+}
+
+/* The k-th largest of w[0..n) (k in 1..n), reordering w: Hoare's
+ * quickselect with the middle element as pivot. */
+static float kth_largest(float *w, int64_t n, int64_t k)
+{
+    int64_t lo = 0, hi = n - 1, want = k - 1;
+    while (lo < hi) {
+        float pv = w[lo + (hi - lo) / 2];
+        int64_t i = lo, j = hi;
+        while (i <= j) {
+            while (w[i] > pv) i++;
+            while (w[j] < pv) j--;
+            if (i <= j) {
+                float t = w[i];
+                w[i] = w[j];
+                w[j] = t;
+                i++;
+                j--;
+            }
+        }
+        if (want <= j) hi = j;
+        else if (want >= i) lo = i;
+        else return w[want];
+    }
+    return w[want];
+}
+
+int32_t rt_lm_sample(const float *logits, int64_t V, float temperature,
+                     int64_t top_k, rt_rng *r, float *work)
+{
+    int32_t best = first_max(logits, V);
+    float m = logits[best];
+    if (temperature <= 0.0f || !r || !(m > -INFINITY && m < INFINITY)) return best;
+    /* NaN never passes the threshold; -inf gets probability 0. */
+    float thr = -INFINITY;
+    if (top_k > 0 && top_k < V) {
+        int64_t n = 0;
+        for (int64_t i = 0; i < V; i++)
+            if (logits[i] == logits[i]) work[n++] = logits[i];
+        if (top_k < n) thr = kth_largest(work, n, top_k);
+    }
+    double inv = 1.0 / temperature, s = 0;
+    for (int64_t i = 0; i < V; i++)
+        if (logits[i] >= thr) s += exp(((double)logits[i] - m) * inv);
+    double u = (double)rt_rng_uniform(r) * s, c = 0;
+    int32_t last = best;
+    for (int64_t i = 0; i < V; i++) {
+        if (!(logits[i] >= thr)) continue;
+        double e = exp(((double)logits[i] - m) * inv);
+        if (e <= 0) continue;
+        c += e;
+        last = (int32_t)i;
+        if (u < c) return (int32_t)i;
+    }
+    return last; /* u within rounding of s */
 }

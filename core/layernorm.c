@@ -83,13 +83,21 @@ void rt_layernorm_backward(const float *dout, const float *x,
         if (dx) {
             float a1[VW] = {0}, a2[VW] = {0}, s1 = 0, s2 = 0;
             int64_t j = 0;
-            for (; j + VW <= D; j += VW)
-                for (int k = 0; k < VW; k++) {
-                    float xh = (xr[j + k] - mu) * r;
-                    float g = dy[j + k] * (gamma ? gamma[j + k] : 1.0f);
-                    a1[k] += g;
-                    a2[k] += g * xh;
-                }
+            if (gamma) {
+                const float *restrict ga = gamma;
+                for (; j + VW <= D; j += VW)
+                    for (int k = 0; k < VW; k++) {
+                        float g = dy[j + k] * ga[j + k];
+                        a1[k] += g;
+                        a2[k] += g * (xr[j + k] - mu) * r;
+                    }
+            } else {
+                for (; j + VW <= D; j += VW)
+                    for (int k = 0; k < VW; k++) {
+                        a1[k] += dy[j + k];
+                        a2[k] += dy[j + k] * (xr[j + k] - mu) * r;
+                    }
+            }
             for (; j < D; j++) {
                 float xh = (xr[j] - mu) * r;
                 float g = dy[j] * (gamma ? gamma[j] : 1.0f);

@@ -154,6 +154,19 @@ void rt_tied_logits_backward(const float *dlogits, const float *h,
                              const float *wte, int64_t M, int64_t V,
                              int64_t D, float *dh, float *dwte);
 
+/* ============================================================ generation */
+
+/* The next token from logits [V] of one position: softmax(logits /
+ * temperature) over the top_k largest logits (top_k <= 0 or >= V: all of
+ * them; entries tied with the k-th largest are all kept), drawn with one
+ * rt_rng_uniform(r) by walking the ids in order.  temperature <= 0 is
+ * greedy: the first largest logit, and r is not used (may be NULL).
+ * work: V floats.  Deterministic for a given rng state.  Logits that are
+ * NaN are never drawn; if no logit is finite the result is the argmax
+ * (id 0 when all are NaN). */
+int32_t rt_lm_sample(const float *logits, int64_t V, float temperature,
+                     int64_t top_k, rt_rng *r, float *work);
+
 #ifdef __cplusplus
 }
 #endif

@@ -471,6 +471,61 @@ static void test_model_cached_equals_uncached(void)
     free(full), free(step), free(pre);
 }
 
+/* ============================================================= sampling */
+
+static void test_sample(void)
+{
+    float lg[5] = {0.0f, logf(2), logf(3), -INFINITY, logf(4)}, work[5];
+    CHECK(rt_lm_sample(lg, 5, 0, 0, NULL, work) == 4); /* greedy */
+    rt_rng r, r2;
+    rt_rng_seed(&r, 11, 0);
+    CHECK(rt_lm_sample(lg, 5, 1, 1, &r, work) == 4); /* top-1 = greedy */
+    /* T = 1: p = (1, 2, 3, 0, 4) / 10. */
+    int cnt[5] = {0}, n = 40000;
+    for (int i = 0; i < n; i++) cnt[rt_lm_sample(lg, 5, 1, 0, &r, work)]++;
+    CHECK(cnt[3] == 0);
+    CHECK_NEAR(cnt[0] / (double)n, 0.1, 0.01);
+    CHECK_NEAR(cnt[2] / (double)n, 0.3, 0.01);
+    CHECK_NEAR(cnt[4] / (double)n, 0.4, 0.01);
+    /* top_k 2: only ids 2 and 4, as 3 : 4. */
+    memset(cnt, 0, sizeof cnt);
+    for (int i = 0; i < n; i++) cnt[rt_lm_sample(lg, 5, 1, 2, &r, work)]++;
+    CHECK(cnt[0] == 0 && cnt[1] == 0 && cnt[3] == 0);
+    CHECK_NEAR(cnt[2] / (double)n, 3.0 / 7, 0.01);
+    /* T = 0.5 squares the odds: p = (1, 4, 9, 0, 16) / 30. */
+    memset(cnt, 0, sizeof cnt);
+    for (int i = 0; i < n; i++) cnt[rt_lm_sample(lg, 5, 0.5f, 0, &r, work)]++;
+    CHECK_NEAR(cnt[4] / (double)n, 16.0 / 30, 0.01);
+    /* Reproducible from the rng state; ties at the k-th value are kept. */
+    rt_rng_seed(&r, 5, 1);
+    rt_rng_seed(&r2, 5, 1);
+    int same = 1;
+    for (int i = 0; i < 100; i++) same &= rt_lm_sample(lg, 5, 1, 0, &r, work) == rt_lm_sample(lg, 5, 1, 0, &r2, work);
+    CHECK(same);
+    float tie[4] = {1, 2, 2, 0};
+    memset(cnt, 0, sizeof cnt);
+    for (int i = 0; i < 1000; i++) cnt[rt_lm_sample(tie, 4, 1, 1, &r, work)]++;
+    CHECK(cnt[1] > 0 && cnt[2] > 0 && cnt[0] == 0 && cnt[3] == 0);
+    /* A large vocabulary through quickselect: top_k 3 of 1000 draws only
+     * the three largest. */
+    float *big = falloc(1000), *bw = falloc(1000);
+    fill(big, 1000, -1, 1);
+    big[17] = 5, big[500] = 6, big[999] = 5.5f;
+    int other = 0;
+    for (int i = 0; i < 300; i++) {
+        int32_t k = rt_lm_sample(big, 1000, 2, 3, &r, bw);
+        other += k != 17 && k != 500 && k != 999;
+    }
+    CHECK(other == 0);
+    /* NaN is never drawn. */
+    float nanl[3] = {NAN, 0, 0};
+    int nan_drawn = 0;
+    for (int i = 0; i < 200; i++) nan_drawn += rt_lm_sample(nanl, 3, 1, 0, &r, work) == 0;
+    CHECK(nan_drawn == 0);
+    CHECK(rt_lm_sample(nanl, 3, 0, 0, NULL, work) == 1);
+    free(big), free(bw);
+}
+
 int main(void)
 {
     RUN(test_embedding_vs_ref);
@@ -483,5 +538,6 @@ int main(void)
     RUN(test_tied_output_gradcheck);
     RUN(test_block_gradcheck);
     RUN(test_model_cached_equals_uncached);
+    RUN(test_sample);
     return t_summary("test_lm_kernels");
 }
