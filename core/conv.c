@@ -108,7 +108,9 @@ static int is_pointwise(const rt_conv2d_geom *g)
 size_t rt_conv2d_workspace(const rt_conv2d_geom *g)
 {
     if (is_pointwise(g)) return 0;
-    return (size_t)(g->C_in / g->groups * g->KH * g->KW) * (size_t)(g->H_out * g->W_out);
+    size_t K = (size_t)(g->C_in / g->groups * g->KH * g->KW);
+    /* col with its row of ones [K + 1, P], then [weight | bias] [C_out, K + 1] */
+    return (K + 1) * (size_t)(g->H_out * g->W_out) + (size_t)g->C_out * (K + 1);
 }
 
 /* ------------------------------------------------------- im2col, col2im */
@@ -127,11 +129,70 @@ static void col_range(int64_t off, int64_t sw, int64_t W, int64_t Wo, int64_t *l
     *hi = h;
 }
 
+/* Stride 1 and W_out = W ("same" width, the common 3x3 pad 1 case): then
+ * col row (c, kh, kw) is the plane x[c] shifted by one constant offset,
+ * except at the columns whose input falls off the left or right edge (they
+ * wrap to the neighbouring input row) and the rows off the top or bottom.
+ * So a tap is one long copy (or add) plus a few fix-ups per row, instead
+ * of Ho short ones: the short copies cost more than the GEMM's reading of
+ * col at 14x14.  The copied span [first, last) maps to input indices
+ * inside the plane (first: the top valid row at column lo; last: the
+ * bottom valid row at column hi), so nothing outside x is read. */
+static int is_shift(const rt_conv2d_geom *g)
+{
+    return g->stride_h == 1 && g->stride_w == 1 && g->W_out == g->W;
+}
+
+/* For tap (kh, kw) of a shift geometry: output rows [r0, r1) with input
+ * rows inside, output columns [lo, hi) likewise, and the offset from an
+ * output index to its input index. */
+static void shift_span(const rt_conv2d_geom *g, int64_t kh, int64_t kw, int64_t *r0,
+                       int64_t *r1, int64_t *lo, int64_t *hi, int64_t *delta)
+{
+    int64_t offh = kh * g->dil_h - g->pad_h, offw = kw * g->dil_w - g->pad_w;
+    col_range(offh, 1, g->H, g->H_out, r0, r1);
+    col_range(offw, 1, g->W, g->W_out, lo, hi);
+    *delta = offh * g->W + offw;
+}
+
+static void im2col_shift(const rt_conv2d_geom *g, const float *x, int64_t C, float *col)
+{
+    const int64_t H = g->H, W = g->W, Ho = g->H_out, Wo = g->W_out, P = Ho * Wo;
+    for (int64_t c = 0; c < C; c++)
+        for (int64_t kh = 0; kh < g->KH; kh++)
+            for (int64_t kw = 0; kw < g->KW; kw++) {
+                float *row = col + ((c * g->KH + kh) * g->KW + kw) * P;
+                int64_t r0, r1, lo, hi, delta;
+                shift_span(g, kh, kw, &r0, &r1, &lo, &hi, &delta);
+                if (r0 >= r1 || lo >= hi) {
+                    memset(row, 0, (size_t)P * sizeof *row);
+                    continue;
+                }
+                int64_t first = r0 * Wo + lo, last = (r1 - 1) * Wo + hi;
+                memset(row, 0, (size_t)first * sizeof *row);
+                memcpy(row + first, x + c * H * W + first + delta,
+                       (size_t)(last - first) * sizeof *row);
+                memset(row + last, 0, (size_t)(P - last) * sizeof *row);
+                /* the wrapped columns inside the span */
+                for (int64_t oh = r0; oh < r1; oh++) {
+                    float *r = row + oh * Wo;
+                    if (oh > r0)
+                        for (int64_t ow = 0; ow < lo; ow++) r[ow] = 0;
+                    if (oh < r1 - 1)
+                        for (int64_t ow = hi; ow < Wo; ow++) r[ow] = 0;
+                }
+            }
+}
+
 /* col [C KH KW, Ho Wo] from x [C, H, W] (one sample, one group's channels). */
 static void im2col(const rt_conv2d_geom *g, const float *x, int64_t C, float *col)
 {
     const int64_t H = g->H, W = g->W, Ho = g->H_out, Wo = g->W_out, P = Ho * Wo;
     const int64_t sh = g->stride_h, sw = g->stride_w;
+    if (is_shift(g)) {
+        im2col_shift(g, x, C, col);
+        return;
+    }
     for (int64_t c = 0; c < C; c++) {
         const float *xc = x + c * H * W;
         for (int64_t kh = 0; kh < g->KH; kh++)
@@ -157,11 +218,42 @@ static void im2col(const rt_conv2d_geom *g, const float *x, int64_t C, float *co
     }
 }
 
-/* dx [C, H, W] += the col entries back at their input positions. */
-static void col2im_add(const rt_conv2d_geom *g, const float *col, int64_t C, float *dx)
+/* col2im for a shift geometry: the wrapped entries of col are zeroed (col
+ * is the caller's scratch), then each tap is one long add. */
+static void col2im_shift(const rt_conv2d_geom *g, float *col, int64_t C, float *dx)
+{
+    const int64_t H = g->H, W = g->W, Ho = g->H_out, Wo = g->W_out, P = Ho * Wo;
+    for (int64_t c = 0; c < C; c++)
+        for (int64_t kh = 0; kh < g->KH; kh++)
+            for (int64_t kw = 0; kw < g->KW; kw++) {
+                float *row = col + ((c * g->KH + kh) * g->KW + kw) * P;
+                int64_t r0, r1, lo, hi, delta;
+                shift_span(g, kh, kw, &r0, &r1, &lo, &hi, &delta);
+                if (r0 >= r1 || lo >= hi) continue;
+                int64_t first = r0 * Wo + lo, last = (r1 - 1) * Wo + hi;
+                for (int64_t oh = r0; oh < r1; oh++) {
+                    float *r = row + oh * Wo;
+                    if (oh > r0)
+                        for (int64_t ow = 0; ow < lo; ow++) r[ow] = 0;
+                    if (oh < r1 - 1)
+                        for (int64_t ow = hi; ow < Wo; ow++) r[ow] = 0;
+                }
+                const float *restrict src = row + first;
+                float *restrict dst = dx + c * H * W + first + delta;
+                VLOOP(j, last - first, dst[j] += src[j];);
+            }
+}
+
+/* dx [C, H, W] += the col entries back at their input positions (col is
+ * scratch: the shift path zeroes entries of it). */
+static void col2im_add(const rt_conv2d_geom *g, float *col, int64_t C, float *dx)
 {
     const int64_t H = g->H, W = g->W, Ho = g->H_out, Wo = g->W_out, P = Ho * Wo;
     const int64_t sh = g->stride_h, sw = g->stride_w;
+    if (is_shift(g)) {
+        col2im_shift(g, col, C, dx);
+        return;
+    }
     for (int64_t c = 0; c < C; c++) {
         float *dc = dx + c * H * W;
         for (int64_t kh = 0; kh < g->KH; kh++)
@@ -193,6 +285,24 @@ void rt_conv2d_forward(const rt_conv2d_geom *g, const float *x, const float *wei
     const int64_t G = g->groups, Ci = g->C_in / G, Co = g->C_out / G;
     const int64_t K = Ci * g->KH * g->KW, P = g->H_out * g->W_out, HW = g->H * g->W;
     const int pw = is_pointwise(g);
+    /* The bias rides in the GEMM: col gets a row of ones (row K, which
+     * im2col never writes) and the weights a bias column, copied once per
+     * call into ws after col.  A separate fill of y would cost a write and
+     * a read of the whole output, as much as the GEMM itself when K is
+     * small (a first layer's K is 9). */
+    const int fold = bias && !pw;
+    const float *wk = weight;
+    int64_t Kb = K;
+    if (fold) {
+        float *ones = ws + K * P, *wb = ws + (K + 1) * P;
+        VLOOP(j, P, ones[j] = 1.0f;);
+        for (int64_t co = 0; co < g->C_out; co++) {
+            memcpy(wb + co * (K + 1), weight + co * K, (size_t)K * sizeof *wb);
+            wb[co * (K + 1) + K] = bias[co];
+        }
+        wk = wb;
+        Kb = K + 1;
+    }
     for (int64_t n = 0; n < g->N; n++)
         for (int64_t gi = 0; gi < G; gi++) {
             const float *xg = x + (n * g->C_in + gi * Ci) * HW;
@@ -201,6 +311,10 @@ void rt_conv2d_forward(const rt_conv2d_geom *g, const float *x, const float *wei
             if (!pw) {
                 im2col(g, xg, Ci, ws);
                 col = ws;
+            }
+            if (fold) {
+                rt_gemm(0, 0, Co, P, Kb, 1.0f, wk + gi * Co * Kb, Kb, col, P, 0.0f, yg, P);
+                continue;
             }
             float beta = 0.0f;
             if (bias) {
@@ -221,8 +335,10 @@ void rt_conv2d_backward(const rt_conv2d_geom *g, const float *x, const float *we
     const int64_t G = g->groups, Ci = g->C_in / G, Co = g->C_out / G;
     const int64_t K = Ci * g->KH * g->KW, P = g->H_out * g->W_out, HW = g->H * g->W;
     const int pw = is_pointwise(g);
-    if (dbias)
-        for (int64_t n = 0; n < g->N; n++)
+    /* Sample by sample, so dbias reads dy[n] while it is in cache for the
+     * GEMMs (a separate pass would read all of dy from memory again). */
+    for (int64_t n = 0; n < g->N; n++) {
+        if (dbias)
             for (int64_t c = 0; c < g->C_out; c++) {
                 const float *restrict d = dy + (n * g->C_out + c) * P;
                 float acc[VW] = {0}, s = 0;
@@ -233,8 +349,7 @@ void rt_conv2d_backward(const rt_conv2d_geom *g, const float *x, const float *we
                 for (int q = 0; q < VW; q++) s += acc[q];
                 dbias[c] += s;
             }
-    if (!dx && !dweight) return;
-    for (int64_t n = 0; n < g->N; n++)
+        if (!dx && !dweight) continue;
         for (int64_t gi = 0; gi < G; gi++) {
             const float *dyg = dy + (n * g->C_out + gi * Co) * P;
             const float *wg = weight + gi * Co * K;
@@ -256,6 +371,7 @@ void rt_conv2d_backward(const rt_conv2d_geom *g, const float *x, const float *we
                 }
             }
         }
+    }
 }
 
 /* ---------------------------------------------------------- reference */

@@ -125,6 +125,11 @@ static const conv_spec conv_specs[] = {
     {2, 2, 4, 6, 3, 2, 4, 3, 1, 2, 3, 1, 1, 1},  /* padding larger than needed */
     {1, 2, 13, 3, 2, 4, 1, 3, 1, 0, 0, 3, 1, 2}, /* tall, odd stride and dilation */
     {3, 1, 28, 28, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1}, /* the CNN's first layer, small */
+    /* "same" width at stride 1: im2col/col2im's shifted-plane path */
+    {2, 3, 8, 7, 4, 3, 3, 1, 1, 2, 2, 2, 2, 1},  /* dilation 2, pad 2 */
+    {1, 2, 6, 5, 3, 2, 3, 1, 1, 0, 1, 1, 1, 1},  /* height shrinks, width kept */
+    {1, 1, 3, 2, 2, 5, 5, 1, 1, 2, 2, 1, 1, 1},  /* taps entirely off the input */
+    {2, 4, 5, 4, 4, 3, 3, 1, 1, 1, 1, 1, 1, 2},  /* groups 2 */
 };
 #define NCONV (sizeof conv_specs / sizeof conv_specs[0])
 
@@ -213,7 +218,7 @@ static void test_conv_vs_ref(void)
               ((g.KH == 1 && g.KW == 1 && g.stride_h == 1 && g.stride_w == 1 && g.pad_h == 0 &&
                 g.pad_w == 0)
                    ? 0
-                   : (size_t)(K * g.H_out * g.W_out)));
+                   : (size_t)((K + 1) * g.H_out * g.W_out + g.C_out * (K + 1))));
         float *yr = falloc(c.ny);
         for (int wb = 0; wb < 2; wb++) {
             rt_conv2d_forward(&g, c.x, c.w, wb ? c.b : NULL, c.y, c.ws);
@@ -267,8 +272,8 @@ static void test_conv_hand(void)
     rt_ctx *ctx = rt_ctx_new();
     rt_conv2d_geom g = {1, 1, 3, 3, 1, 2, 2, 2, 2, 1, 1, 1, 1, 1, 0, 0};
     CHECK(rt_conv2d_geom_check(ctx, &g) == 0 && g.H_out == 2 && g.W_out == 2);
-    float x[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9}, w[4] = {1, 1, 1, 1}, b = 0.5f, y[4], ws[16];
-    CHECK(rt_conv2d_workspace(&g) <= 16);
+    float x[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9}, w[4] = {1, 1, 1, 1}, b = 0.5f, y[4], ws[32];
+    CHECK(rt_conv2d_workspace(&g) == 25); /* (4 + 1) 4 + 1 (4 + 1) */
     rt_conv2d_forward(&g, x, w, &b, y, ws);
     CHECK(y[0] == 1.5f && y[1] == 5.5f && y[2] == 11.5f && y[3] == 28.5f);
     /* dy = 1: each input counted by the windows that cover it (all once
@@ -294,7 +299,7 @@ static double conv_loss(void *u)
 static void test_conv_gradcheck(void)
 {
     rt_ctx *ctx = rt_ctx_new();
-    const size_t pick[] = {0, 2, 3, 4, 5, 6, 9};
+    const size_t pick[] = {0, 2, 3, 4, 5, 6, 9, 11, 12, 13, 14};
     for (size_t k = 0; k < sizeof pick / sizeof pick[0]; k++) {
         rt_conv2d_geom g = geom_of(&conv_specs[pick[k]]);
         CHECK(rt_conv2d_geom_check(ctx, &g) == RT_STATUS_OK);
