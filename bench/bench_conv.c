@@ -102,16 +102,19 @@ static void gemms_forward(const layer *L)
                     L->y + (n * g->C_out + gi * Co) * P, P);
 }
 
-/* The GEMMs rt_conv2d_backward makes. */
+/* The GEMMs rt_conv2d_backward makes: with dweight and dbias, dweight's
+ * GEMM reads the ones row too and accumulates [C_out, K + 1] in ws. */
 static void gemms_backward(const layer *L)
 {
     const rt_conv2d_geom *g = &L->g;
     int64_t G = g->groups, Ci = g->C_in / G, Co = g->C_out / G;
     int64_t K = Ci * g->KH * g->KW, P = g->H_out * g->W_out;
+    float *acc = L->ws + (K + 1) * P;
     for (int64_t n = 0; n < g->N; n++)
         for (int64_t gi = 0; gi < G; gi++) {
             const float *dyg = L->dy + (n * g->C_out + gi * Co) * P;
-            rt_gemm(0, 1, Co, K, P, 1.0f, dyg, P, L->ws, P, 1.0f, L->dw + gi * Co * K, K);
+            rt_gemm(0, 1, Co, K + 1, P, 1.0f, dyg, P, L->ws, P, 1.0f, acc + gi * Co * (K + 1),
+                    K + 1);
             if (L->need_dx)
                 rt_gemm(1, 0, K, P, Co, 1.0f, L->w + gi * Co * K, K, dyg, P, 0.0f, L->ws, P);
         }

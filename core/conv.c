@@ -174,13 +174,14 @@ static void im2col_shift(const rt_conv2d_geom *g, const float *x, int64_t C, flo
                        (size_t)(last - first) * sizeof *row);
                 memset(row + last, 0, (size_t)(P - last) * sizeof *row);
                 /* the wrapped columns inside the span */
-                for (int64_t oh = r0; oh < r1; oh++) {
-                    float *r = row + oh * Wo;
-                    if (oh > r0)
-                        for (int64_t ow = 0; ow < lo; ow++) r[ow] = 0;
-                    if (oh < r1 - 1)
-                        for (int64_t ow = hi; ow < Wo; ow++) r[ow] = 0;
-                }
+                if (lo > 0 || hi < Wo)
+                    for (int64_t oh = r0; oh < r1; oh++) {
+                        float *r = row + oh * Wo;
+                        if (oh > r0)
+                            for (int64_t ow = 0; ow < lo; ow++) r[ow] = 0;
+                        if (oh < r1 - 1)
+                            for (int64_t ow = hi; ow < Wo; ow++) r[ow] = 0;
+                    }
             }
 }
 
@@ -231,13 +232,14 @@ static void col2im_shift(const rt_conv2d_geom *g, float *col, int64_t C, float *
                 shift_span(g, kh, kw, &r0, &r1, &lo, &hi, &delta);
                 if (r0 >= r1 || lo >= hi) continue;
                 int64_t first = r0 * Wo + lo, last = (r1 - 1) * Wo + hi;
-                for (int64_t oh = r0; oh < r1; oh++) {
-                    float *r = row + oh * Wo;
-                    if (oh > r0)
-                        for (int64_t ow = 0; ow < lo; ow++) r[ow] = 0;
-                    if (oh < r1 - 1)
-                        for (int64_t ow = hi; ow < Wo; ow++) r[ow] = 0;
-                }
+                if (lo > 0 || hi < Wo)
+                    for (int64_t oh = r0; oh < r1; oh++) {
+                        float *r = row + oh * Wo;
+                        if (oh > r0)
+                            for (int64_t ow = 0; ow < lo; ow++) r[ow] = 0;
+                        if (oh < r1 - 1)
+                            for (int64_t ow = hi; ow < Wo; ow++) r[ow] = 0;
+                    }
                 const float *restrict src = row + first;
                 float *restrict dst = dx + c * H * W + first + delta;
                 VLOOP(j, last - first, dst[j] += src[j];);
@@ -335,10 +337,20 @@ void rt_conv2d_backward(const rt_conv2d_geom *g, const float *x, const float *we
     const int64_t G = g->groups, Ci = g->C_in / G, Co = g->C_out / G;
     const int64_t K = Ci * g->KH * g->KW, P = g->H_out * g->W_out, HW = g->H * g->W;
     const int pw = is_pointwise(g);
-    /* Sample by sample, so dbias reads dy[n] while it is in cache for the
-     * GEMMs (a separate pass would read all of dy from memory again). */
+    /* With both dweight and dbias (and a col), dbias rides in the dweight
+     * GEMM as in the forward: dy [Co, P] . [col; ones]^T [P, K + 1] into
+     * an accumulator [C_out, K + 1] in ws (after col), added to dweight
+     * and dbias at the end.  Otherwise dbias is summed sample by sample,
+     * while dy[n] is in cache for the GEMMs. */
+    const int fold = dbias && dweight && !pw;
+    float *acc = ws + (K + 1) * P;
+    if (fold) {
+        float *ones = ws + K * P;
+        VLOOP(j, P, ones[j] = 1.0f;);
+        memset(acc, 0, (size_t)(g->C_out * (K + 1)) * sizeof *acc);
+    }
     for (int64_t n = 0; n < g->N; n++) {
-        if (dbias)
+        if (dbias && !fold)
             for (int64_t c = 0; c < g->C_out; c++) {
                 const float *restrict d = dy + (n * g->C_out + c) * P;
                 float acc[VW] = {0}, s = 0;
@@ -360,18 +372,29 @@ void rt_conv2d_backward(const rt_conv2d_geom *g, const float *x, const float *we
                     im2col(g, x + xoff, Ci, ws);
                     col = ws;
                 }
-                rt_gemm(0, 1, Co, K, P, 1.0f, dyg, P, col, P, 1.0f, dweight + gi * Co * K, K);
+                if (fold)
+                    rt_gemm(0, 1, Co, K + 1, P, 1.0f, dyg, P, col, P, 1.0f, acc + gi * Co * (K + 1),
+                            K + 1);
+                else
+                    rt_gemm(0, 1, Co, K, P, 1.0f, dyg, P, col, P, 1.0f, dweight + gi * Co * K, K);
             }
             if (dx) {
                 if (pw) {
                     rt_gemm(1, 0, K, P, Co, 1.0f, wg, K, dyg, P, 1.0f, dx + xoff, P);
                 } else {
                     rt_gemm(1, 0, K, P, Co, 1.0f, wg, K, dyg, P, 0.0f, ws, P);
-                    col2im_add(g, ws, Ci, dx + xoff);
+                    col2im_add(g, ws, Ci, dx + xoff); /* rows < K: the ones survive */
                 }
             }
         }
     }
+    if (fold)
+        for (int64_t co = 0; co < g->C_out; co++) {
+            const float *restrict a = acc + co * (K + 1);
+            float *restrict d = dweight + co * K;
+            VLOOP(k, K, d[k] += a[k];);
+            dbias[co] += a[K];
+        }
 }
 
 /* ---------------------------------------------------------- reference */

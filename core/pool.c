@@ -55,9 +55,45 @@ rt_status rt_pool2d_geom_check(rt_ctx *ctx, rt_pool2d_geom *g, const char *what)
 
 /* ------------------------------------------------------------- max pool */
 
+/* The common 2x2, stride 2, no padding: the general loop's bookkeeping
+ * costs several times the four compares.  Same order, same rules: start
+ * from the first element (a -inf there stays chosen unless something is
+ * larger, as in the general loop), then row-major. */
+static void maxpool_2x2(const rt_pool2d_geom *g, const float *x, float *y, int32_t *argmax)
+{
+    const int64_t H = g->H, W = g->W, Ho = g->H_out, Wo = g->W_out;
+    for (int64_t pl = 0; pl < g->N * g->C; pl++) {
+        const float *xp = x + pl * H * W;
+        float *yp = y + pl * Ho * Wo;
+        int32_t *ap = argmax ? argmax + pl * Ho * Wo : NULL;
+        for (int64_t oh = 0; oh < Ho; oh++) {
+            const float *r0 = xp + 2 * oh * W, *r1 = r0 + W;
+            int32_t base = (int32_t)(2 * oh * W);
+            for (int64_t ow = 0; ow < Wo; ow++) {
+                int64_t i = 2 * ow;
+                float m = r0[i], v;
+                int32_t b = (int32_t)i;
+                v = r0[i + 1];
+                if (v > m || v != v) m = v, b = (int32_t)i + 1;
+                v = r1[i];
+                if (v > m || v != v) m = v, b = (int32_t)(i + W);
+                v = r1[i + 1];
+                if (v > m || v != v) m = v, b = (int32_t)(i + W + 1);
+                yp[oh * Wo + ow] = m;
+                if (ap) ap[oh * Wo + ow] = base + b;
+            }
+        }
+    }
+}
+
 void rt_maxpool2d_forward(const rt_pool2d_geom *g, const float *x, float *y, int32_t *argmax)
 {
     const int64_t H = g->H, W = g->W, Ho = g->H_out, Wo = g->W_out;
+    if (g->KH == 2 && g->KW == 2 && g->stride_h == 2 && g->stride_w == 2 && g->pad_h == 0 &&
+        g->pad_w == 0) {
+        maxpool_2x2(g, x, y, argmax);
+        return;
+    }
     for (int64_t pl = 0; pl < g->N * g->C; pl++) {
         const float *xp = x + pl * H * W;
         float *yp = y + pl * Ho * Wo;

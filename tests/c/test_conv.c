@@ -258,6 +258,16 @@ static void test_conv_vs_ref(void)
         rt_conv2d_backward(&g, c.x, c.w, c.r, NULL, dw, NULL, c.ws);
         CHECK(!memcmp(dx, dx0, sizeof(float) * (size_t)c.nx));
         CHECK(max_err(dw, dwr, c.nw) <= 1e-5);
+        /* Only dbias: summed, not folded into the dweight GEMM. */
+        float *db2 = falloc(g.C_out), *db2r = falloc(g.C_out);
+        memset(db2, 0, sizeof(float) * (size_t)g.C_out);
+        memset(db2r, 0, sizeof(float) * (size_t)g.C_out);
+        memcpy(dx, dx0, sizeof(float) * (size_t)c.nx);
+        rt_conv2d_backward(&g, c.x, c.w, c.r, NULL, NULL, db2, c.ws);
+        rt_conv2d_backward_ref(&g, c.x, c.w, c.r, NULL, NULL, db2r);
+        CHECK(max_err(db2, db2r, g.C_out) <= 1e-5);
+        CHECK(!memcmp(dx, dx0, sizeof(float) * (size_t)c.nx));
+        free(db2), free(db2r);
         free(dx), free(dw), free(db), free(dxr), free(dwr), free(dbr), free(dx0), free(dw0);
         free(yr);
         conv_free(&c);
