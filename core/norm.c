@@ -12,6 +12,15 @@
 
 #include "vec.h"
 
+/* Channels go in blocks of CB, each block's statistics in arrays on the
+ * stack, and the loops run sample by sample over the block: for HW = 1
+ * (BatchNorm1d on [N, C]) a block is a contiguous piece of each row, where
+ * channel by channel would stride through x by C.  Every sum is taken in
+ * the same order either way. */
+#define CB 64
+/* The plane of sample n, channel c in a [N, C, HW] tensor t. */
+#define PLANE(t, n, c) ((t) + ((n) * C + (c)) * HW)
+
 /* sum of p[0..n); then sum of (p[j] - m)^2. */
 static double plane_sum(const float *restrict p, int64_t n)
 {
@@ -95,24 +104,31 @@ rt_status rt_batchnorm_train_forward(rt_ctx *ctx, const float *x, int64_t N, int
     if (!(momentum >= 0.0f && momentum <= 1.0f))
         return rt_error(ctx, RT_STATUS_ERR_ARG,
                         "batch_norm: momentum is %g; it must be in [0, 1]", (double)momentum);
-    for (int64_t c = 0; c < C; c++) {
-        double s = 0;
-        for (int64_t n = 0; n < N; n++) s += plane_sum(x + (n * C + c) * HW, HW);
-        float mean = (float)(s / (double)cnt);
-        double q = 0;
-        for (int64_t n = 0; n < N; n++) q += plane_sqdev(x + (n * C + c) * HW, HW, mean);
-        double var = q / (double)cnt;
-        float invstd = (float)(1.0 / sqrt(var + (double)eps));
-        save_mean[c] = mean;
-        save_invstd[c] = invstd;
-        if (running_mean) running_mean[c] = (1.0f - momentum) * running_mean[c] + momentum * mean;
-        if (running_var)
-            running_var[c] = (1.0f - momentum) * running_var[c] +
-                             momentum * (float)(q / (double)(cnt - 1));
-        float sc = (gamma ? gamma[c] : 1.0f) * invstd;
-        float sh = (beta ? beta[c] : 0.0f) - mean * sc;
+    for (int64_t c0 = 0; c0 < C; c0 += CB) {
+        const int64_t nb = C - c0 < CB ? C - c0 : CB;
+        double sum[CB] = {0}, sq[CB] = {0};
+        float mean[CB], sc[CB], sh[CB];
         for (int64_t n = 0; n < N; n++)
-            plane_affine(x + (n * C + c) * HW, y + (n * C + c) * HW, HW, sc, sh);
+            for (int64_t j = 0; j < nb; j++) sum[j] += plane_sum(PLANE(x, n, c0 + j), HW);
+        for (int64_t j = 0; j < nb; j++) mean[j] = (float)(sum[j] / (double)cnt);
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t j = 0; j < nb; j++) sq[j] += plane_sqdev(PLANE(x, n, c0 + j), HW, mean[j]);
+        for (int64_t j = 0; j < nb; j++) {
+            int64_t c = c0 + j;
+            float invstd = (float)(1.0 / sqrt(sq[j] / (double)cnt + (double)eps));
+            save_mean[c] = mean[j];
+            save_invstd[c] = invstd;
+            if (running_mean)
+                running_mean[c] = (1.0f - momentum) * running_mean[c] + momentum * mean[j];
+            if (running_var)
+                running_var[c] = (1.0f - momentum) * running_var[c] +
+                                 momentum * (float)(sq[j] / (double)(cnt - 1));
+            sc[j] = (gamma ? gamma[c] : 1.0f) * invstd;
+            sh[j] = (beta ? beta[c] : 0.0f) - mean[j] * sc[j];
+        }
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t j = 0; j < nb; j++)
+                plane_affine(PLANE(x, n, c0 + j), PLANE(y, n, c0 + j), HW, sc[j], sh[j]);
     }
     if (num_batches_tracked) ++*num_batches_tracked;
     return RT_STATUS_OK;
@@ -122,12 +138,18 @@ void rt_batchnorm_eval_forward(const float *x, int64_t N, int64_t C, int64_t HW,
                                const float *gamma, const float *beta, float eps,
                                const float *running_mean, const float *running_var, float *y)
 {
-    for (int64_t c = 0; c < C; c++) {
-        float invstd = (float)(1.0 / sqrt((double)running_var[c] + (double)eps));
-        float sc = (gamma ? gamma[c] : 1.0f) * invstd;
-        float sh = (beta ? beta[c] : 0.0f) - running_mean[c] * sc;
+    for (int64_t c0 = 0; c0 < C; c0 += CB) {
+        const int64_t nb = C - c0 < CB ? C - c0 : CB;
+        float sc[CB], sh[CB];
+        for (int64_t j = 0; j < nb; j++) {
+            int64_t c = c0 + j;
+            float invstd = (float)(1.0 / sqrt((double)running_var[c] + (double)eps));
+            sc[j] = (gamma ? gamma[c] : 1.0f) * invstd;
+            sh[j] = (beta ? beta[c] : 0.0f) - running_mean[c] * sc[j];
+        }
         for (int64_t n = 0; n < N; n++)
-            plane_affine(x + (n * C + c) * HW, y + (n * C + c) * HW, HW, sc, sh);
+            for (int64_t j = 0; j < nb; j++)
+                plane_affine(PLANE(x, n, c0 + j), PLANE(y, n, c0 + j), HW, sc[j], sh[j]);
     }
 }
 
@@ -144,22 +166,29 @@ void rt_batchnorm_train_backward(const float *x, const float *dy, int64_t N, int
                                  float *dbeta)
 {
     double cnt = (double)(N * HW);
-    for (int64_t c = 0; c < C; c++) {
-        float m = save_mean[c], is = save_invstd[c];
-        double sdy = 0, sdyx = 0;
+    for (int64_t c0 = 0; c0 < C; c0 += CB) {
+        const int64_t nb = C - c0 < CB ? C - c0 : CB;
+        double sdy[CB] = {0}, sdyx[CB] = {0};
+        float a[CB], b[CB], k[CB];
         for (int64_t n = 0; n < N; n++)
-            plane_dot(dy + (n * C + c) * HW, x + (n * C + c) * HW, HW, m, &sdy, &sdyx);
-        double sdyxhat = sdyx * is;
-        if (dgamma) dgamma[c] += (float)sdyxhat;
-        if (dbeta) dbeta[c] += (float)sdy;
-        if (!dx) continue;
-        float a = (gamma ? gamma[c] : 1.0f) * is;
-        float b = (float)(-(double)a * sdy / cnt);
-        float k = (float)(-(double)a * is * sdyxhat / cnt);
-        for (int64_t n = 0; n < N; n++) {
-            size_t o = (size_t)((n * C + c) * HW);
-            plane_bwd(dx + o, dy + o, x + o, HW, a, b, m, k);
+            for (int64_t j = 0; j < nb; j++)
+                plane_dot(PLANE(dy, n, c0 + j), PLANE(x, n, c0 + j), HW, save_mean[c0 + j],
+                          &sdy[j], &sdyx[j]);
+        for (int64_t j = 0; j < nb; j++) {
+            int64_t c = c0 + j;
+            float is = save_invstd[c];
+            double sdyxhat = sdyx[j] * is;
+            if (dgamma) dgamma[c] += (float)sdyxhat;
+            if (dbeta) dbeta[c] += (float)sdy[j];
+            a[j] = (gamma ? gamma[c] : 1.0f) * is;
+            b[j] = (float)(-(double)a[j] * sdy[j] / cnt);
+            k[j] = (float)(-(double)a[j] * is * sdyxhat / cnt);
         }
+        if (!dx) continue;
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t j = 0; j < nb; j++)
+                plane_bwd(PLANE(dx, n, c0 + j), PLANE(dy, n, c0 + j), PLANE(x, n, c0 + j), HW,
+                          a[j], b[j], save_mean[c0 + j], k[j]);
     }
 }
 
@@ -168,22 +197,29 @@ void rt_batchnorm_eval_backward(const float *x, const float *dy, int64_t N, int6
                                 const float *running_mean, const float *running_var,
                                 float *dx, float *dgamma, float *dbeta)
 {
-    for (int64_t c = 0; c < C; c++) {
-        float m = running_mean[c];
-        float is = (float)(1.0 / sqrt((double)running_var[c] + (double)eps));
+    for (int64_t c0 = 0; c0 < C; c0 += CB) {
+        const int64_t nb = C - c0 < CB ? C - c0 : CB;
+        float is[CB], a[CB];
+        for (int64_t j = 0; j < nb; j++) {
+            is[j] = (float)(1.0 / sqrt((double)running_var[c0 + j] + (double)eps));
+            a[j] = (gamma ? gamma[c0 + j] : 1.0f) * is[j];
+        }
         if (dgamma || dbeta) {
-            double sdy = 0, sdyx = 0;
+            double sdy[CB] = {0}, sdyx[CB] = {0};
             for (int64_t n = 0; n < N; n++)
-                plane_dot(dy + (n * C + c) * HW, x + (n * C + c) * HW, HW, m, &sdy, &sdyx);
-            if (dgamma) dgamma[c] += (float)(sdyx * is);
-            if (dbeta) dbeta[c] += (float)sdy;
+                for (int64_t j = 0; j < nb; j++)
+                    plane_dot(PLANE(dy, n, c0 + j), PLANE(x, n, c0 + j), HW, running_mean[c0 + j],
+                              &sdy[j], &sdyx[j]);
+            for (int64_t j = 0; j < nb; j++) {
+                if (dgamma) dgamma[c0 + j] += (float)(sdyx[j] * is[j]);
+                if (dbeta) dbeta[c0 + j] += (float)sdy[j];
+            }
         }
         if (!dx) continue;
-        float a = (gamma ? gamma[c] : 1.0f) * is;
-        for (int64_t n = 0; n < N; n++) {
-            size_t o = (size_t)((n * C + c) * HW);
-            plane_bwd(dx + o, dy + o, x + o, HW, a, 0.0f, m, 0.0f);
-        }
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t j = 0; j < nb; j++)
+                plane_bwd(PLANE(dx, n, c0 + j), PLANE(dy, n, c0 + j), PLANE(x, n, c0 + j), HW,
+                          a[j], 0.0f, running_mean[c0 + j], 0.0f);
     }
 }
 

@@ -73,12 +73,18 @@ static void maxpool_2x2(const rt_pool2d_geom *g, const float *x, float *y, int32
                 int64_t i = 2 * ow;
                 float m = r0[i], v;
                 int32_t b = (int32_t)i;
-                v = r0[i + 1];
-                if (v > m || v != v) m = v, b = (int32_t)i + 1;
-                v = r1[i];
-                if (v > m || v != v) m = v, b = (int32_t)(i + W);
-                v = r1[i + 1];
-                if (v > m || v != v) m = v, b = (int32_t)(i + W + 1);
+                /* selects, not branches: random data mispredicts half */
+#define TAKE(val, at)                                                          \
+    do {                                                                       \
+        v = (val);                                                             \
+        int t_ = (v > m) | (v != v);                                           \
+        m = t_ ? v : m;                                                        \
+        b = t_ ? (int32_t)(at) : b;                                            \
+    } while (0)
+                TAKE(r0[i + 1], i + 1);
+                TAKE(r1[i], i + W);
+                TAKE(r1[i + 1], i + W + 1);
+#undef TAKE
                 yp[oh * Wo + ow] = m;
                 if (ap) ap[oh * Wo + ow] = base + b;
             }
