@@ -83,12 +83,13 @@ rt_status rt_conv2d_geom_check(rt_ctx *ctx, rt_conv2d_geom *g)
                         (long long)g->pad_h, (long long)g->pad_w, (long long)g->dil_h,
                         (long long)g->dil_w, (long long)g->stride_h, (long long)g->stride_w,
                         (long long)ho, (long long)wo);
-    int64_t t, k, p;
+    int64_t t, k, p, ws1, ws2;
+    /* every tensor's element count, and the workspace's (K + 1) P + C_out (K + 1) */
     if (!mul_ok(g->N, g->C_in, &t) || !mul_ok(t, g->H, &t) || !mul_ok(t, g->W, &t) ||
         !mul_ok(g->N, g->C_out, &t) || !mul_ok(t, ho, &t) || !mul_ok(t, wo, &t) ||
         !mul_ok(g->C_in / g->groups, g->KH, &k) || !mul_ok(k, g->KW, &k) ||
-        !mul_ok(g->C_out, k, &t) || !mul_ok(ho, wo, &p) || !mul_ok(k, p, &t) ||
-        (uint64_t)t > SIZE_MAX / sizeof(float))
+        !mul_ok(g->C_out, k + 1, &ws2) || !mul_ok(ho, wo, &p) || !mul_ok(k + 1, p, &ws1) ||
+        __builtin_add_overflow(ws1, ws2, &t) || (uint64_t)t > SIZE_MAX / sizeof(float))
         return rt_error(ctx, RT_STATUS_ERR_SHAPE,
                         "conv2d: element counts overflow (N %lld, channels %lld -> %lld, "
                         "input %lldx%lld, output %lldx%lld)",

@@ -134,6 +134,7 @@ static const conv_spec conv_specs[] = {
     {1, 2, 6, 5, 3, 2, 3, 1, 1, 0, 1, 1, 1, 1},  /* height shrinks, width kept */
     {1, 1, 3, 2, 2, 5, 5, 1, 1, 2, 2, 1, 1, 1},  /* taps entirely off the input */
     {2, 4, 5, 4, 4, 3, 3, 1, 1, 1, 1, 1, 1, 2},  /* groups 2 */
+    {2, 32, 14, 14, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1}, /* the CNN's second layer, batch 2 */
 };
 #define NCONV (sizeof conv_specs / sizeof conv_specs[0])
 
@@ -715,7 +716,16 @@ static void test_bn_vs_ref(void)
                                              b.rv, &nbt, b.y, b.sm, b.si) == RT_STATUS_OK);
             rt_batchnorm_train_forward_ref(b.x, b.N, C, b.HW, ga, be, b.eps, 0.1f, rm2, rv2,
                                            &nbt2, yr, sm2, si2);
-            CHECK(max_err(b.y, yr, n) <= 2e-6);
+            /* y = x (gamma invstd) + (beta - mean gamma invstd), PyTorch's
+             * fused form: its rounding is relative to |x gamma invstd|,
+             * which a channel of nearly equal values makes large. */
+            double big = 1;
+            for (int64_t c = 0; c < C; c++)
+                big = fmax(big, 3.0 * b.si[c] * (affine ? fabs(b.gamma[c]) : 1.0));
+            double ey = max_err(b.y, yr, n);
+            if (!(ey <= 1e-6 * big))
+                fprintf(stderr, "  bn shape %zu: y error %g, scale %g\n", s, ey, big);
+            CHECK(ey <= 1e-6 * big);
             CHECK(max_err(b.rm, rm2, C) <= 1e-6);
             CHECK(max_err(b.rv, rv2, C) <= 1e-6);
             CHECK(max_err(b.sm, sm2, C) <= 1e-6);
