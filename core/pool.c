@@ -55,51 +55,68 @@ rt_status rt_pool2d_geom_check(rt_ctx *ctx, rt_pool2d_geom *g, const char *what)
 
 /* ------------------------------------------------------------- max pool */
 
-/* The common 2x2, stride 2, no padding: the general loop's bookkeeping
- * costs several times the four compares.  Same order, same rules: start
- * from the first element (a -inf there stays chosen unless something is
- * larger, as in the general loop), then row-major. */
-static void maxpool_2x2(const rt_pool2d_geom *g, const float *x, float *y, int32_t *argmax)
+/* The common 2x2, stride 2, no padding, one output row from input rows r0
+ * and r1 = r0 + W: the general loop's bookkeeping costs several times the
+ * four compares.  Same order, same rules: start from the first element (a
+ * -inf there stays chosen unless something is larger, as in the general
+ * loop), then row-major.  Written for gcc -O2's vectoriser (blocks of VW,
+ * ternaries, restrict): it takes the block loop, about 2x the scalar one. */
+#define MAX2X2(o)                                                              \
+    do {                                                                       \
+        int64_t i_ = 2 * (o);                                                  \
+        float va_ = r0[i_], vb_ = r0[i_ + 1], vc_ = r1[i_], vd_ = r1[i_ + 1];  \
+        float m_ = va_;                                                        \
+        int32_t b_ = 0;                                                        \
+        int t_ = (vb_ > m_) | (vb_ != vb_);                                    \
+        m_ = t_ ? vb_ : m_;                                                    \
+        b_ = t_ ? 1 : b_;                                                      \
+        t_ = (vc_ > m_) | (vc_ != vc_);                                        \
+        m_ = t_ ? vc_ : m_;                                                    \
+        b_ = t_ ? w32 : b_;                                                    \
+        t_ = (vd_ > m_) | (vd_ != vd_);                                        \
+        m_ = t_ ? vd_ : m_;                                                    \
+        b_ = t_ ? w32 + 1 : b_;                                                \
+        y[o] = m_;                                                             \
+        a[o] = base + (int32_t)i_ + b_;                                        \
+    } while (0)
+
+static void maxpool_2x2_row(const float *restrict r0, const float *restrict r1, int32_t w32,
+                            int64_t Wo, float *restrict y, int32_t *restrict a, int32_t base)
+{
+    int64_t ow = 0;
+    for (; ow + VW <= Wo; ow += VW)
+        for (int k = 0; k < VW; k++) MAX2X2(ow + k);
+    for (; ow < Wo; ow++) MAX2X2(ow);
+}
+#undef MAX2X2
+
+/* argmax may be NULL: the row kernel then writes indices into idle, a
+ * row's worth on the stack (rows longer than that take the general loop). */
+#define IDLE_MAX 1024
+
+static int maxpool_2x2(const rt_pool2d_geom *g, const float *x, float *y, int32_t *argmax)
 {
     const int64_t H = g->H, W = g->W, Ho = g->H_out, Wo = g->W_out;
+    int32_t idle[IDLE_MAX];
+    if (!argmax && Wo > IDLE_MAX) return 0;
     for (int64_t pl = 0; pl < g->N * g->C; pl++) {
         const float *xp = x + pl * H * W;
-        float *yp = y + pl * Ho * Wo;
-        int32_t *ap = argmax ? argmax + pl * Ho * Wo : NULL;
         for (int64_t oh = 0; oh < Ho; oh++) {
-            const float *r0 = xp + 2 * oh * W, *r1 = r0 + W;
-            int32_t base = (int32_t)(2 * oh * W);
-            for (int64_t ow = 0; ow < Wo; ow++) {
-                int64_t i = 2 * ow;
-                float m = r0[i], v;
-                int32_t b = (int32_t)i;
-                /* selects, not branches: random data mispredicts half */
-#define TAKE(val, at)                                                          \
-    do {                                                                       \
-        v = (val);                                                             \
-        int t_ = (v > m) | (v != v);                                           \
-        m = t_ ? v : m;                                                        \
-        b = t_ ? (int32_t)(at) : b;                                            \
-    } while (0)
-                TAKE(r0[i + 1], i + 1);
-                TAKE(r1[i], i + W);
-                TAKE(r1[i + 1], i + W + 1);
-#undef TAKE
-                yp[oh * Wo + ow] = m;
-                if (ap) ap[oh * Wo + ow] = base + b;
-            }
+            const float *r0 = xp + 2 * oh * W;
+            int64_t o = pl * Ho * Wo + oh * Wo;
+            maxpool_2x2_row(r0, r0 + W, (int32_t)W, Wo, y + o, argmax ? argmax + o : idle,
+                            (int32_t)(2 * oh * W));
         }
     }
+    return 1;
 }
 
 void rt_maxpool2d_forward(const rt_pool2d_geom *g, const float *x, float *y, int32_t *argmax)
 {
     const int64_t H = g->H, W = g->W, Ho = g->H_out, Wo = g->W_out;
     if (g->KH == 2 && g->KW == 2 && g->stride_h == 2 && g->stride_w == 2 && g->pad_h == 0 &&
-        g->pad_w == 0) {
-        maxpool_2x2(g, x, y, argmax);
+        g->pad_w == 0 && maxpool_2x2(g, x, y, argmax))
         return;
-    }
     for (int64_t pl = 0; pl < g->N * g->C; pl++) {
         const float *xp = x + pl * H * W;
         float *yp = y + pl * Ho * Wo;

@@ -392,6 +392,7 @@ static const pool_spec pool_specs[] = {
     {1, 2, 5, 6, 3, 2, 1, 1, 1, 1},   /* stride 1, asymmetric kernel */
     {3, 1, 9, 4, 4, 2, 3, 1, 2, 0},   /* pad = kernel / 2 */
     {1, 1, 3, 3, 3, 3, 3, 3, 0, 0},   /* one window */
+    {2, 3, 6, 35, 2, 2, 2, 2, 0, 0},  /* 2x2 rows of 17: vector blocks and a tail */
 };
 #define NPOOL (sizeof pool_specs / sizeof pool_specs[0])
 
@@ -442,6 +443,9 @@ static void test_maxpool_vs_ref(void)
         int32_t *a = malloc(sizeof(int32_t) * (size_t)ny), *ar = malloc(sizeof(int32_t) * (size_t)ny);
         /* a coarse grid: many ties, which must go to the first maximum */
         for (int64_t k = 0; k < nx; k++) x[k] = (float)irand(4);
+        /* and some NaN, which win (the last one in a window) */
+        for (int64_t k = 5; k < nx; k += 23) x[k] = NAN;
+        if (nx > 40) x[nx - 1] = -INFINITY, x[1] = -INFINITY;
         fill(dy, ny, -1, 1);
         rt_maxpool2d_forward(&g, x, y, a);
         rt_maxpool2d_forward_ref(&g, x, yr, ar);
