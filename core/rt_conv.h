@@ -77,7 +77,8 @@ void rt_conv2d_backward_ref(const rt_conv2d_geom *g, const float *x, const float
 
 /* =============================================================== pooling */
 
-/* x [N, C, H, W] -> y [N, C, H_out, W_out], windows KH x KW. */
+/* x [N, C, H, W] -> y [N, C, H_out, W_out], windows KH x KW.  PyTorch's
+ * floor mode; no ceil_mode, dilation or divisor_override. */
 typedef struct rt_pool2d_geom {
     int64_t N, C, H, W;
     int64_t KH, KW;
