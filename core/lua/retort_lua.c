@@ -153,7 +153,8 @@ rt_dtype rtL_checkdtype(lua_State *L, int i, const char *def)
     const char *s = luaL_optstring(L, i, def);
     if (!strcmp(s, "f32")) return RT_DTYPE_F32;
     if (!strcmp(s, "i32")) return RT_DTYPE_I32;
-    return (rt_dtype)luaL_argerror(L, i, lua_pushfstring(L, "dtype must be 'f32' or 'i32', got '%s'", s));
+    if (!strcmp(s, "i64")) return RT_DTYPE_I64;
+    return (rt_dtype)luaL_argerror(L, i, lua_pushfstring(L, "dtype must be 'f32', 'i32' or 'i64', got '%s'", s));
 }
 
 /* Reads a shape table {d1, d2, ...} at index i. */
@@ -313,7 +314,7 @@ static int64_t flat_index(lua_State *L, rt_tensor *t, int first, int count)
 
 static void push_elem(lua_State *L, const rt_tensor *t, int64_t flat)
 {
-    if (t->dtype == RT_DTYPE_I32) lua_pushinteger(L, (lua_Integer)rt_tensor_get(t, flat));
+    if (t->dtype != RT_DTYPE_F32) lua_pushinteger(L, (lua_Integer)rt_tensor_get(t, flat));
     else lua_pushnumber(L, rt_tensor_get(t, flat));
 }
 
