@@ -84,5 +84,11 @@ void rtL_open_lua_loss(lua_State *L);   /* lua_loss.c: losses in Lua      */
 int rtL_loss_set_value(lua_State *L);
 void rtL_open_metrics(lua_State *L);    /* metrics_lua.c: evaluation      */
 void rtL_open_provenance(lua_State *L); /* provenance_lua.c: weights hash */
+void rtL_open_abi(lua_State *L);        /* abi_lua.c: ABI 2.0 surfaces    */
+/* abi_lua.c: loss:forward{...} / loss:backward{...} (backward != 0). */
+int rtL_loss_call_table(lua_State *L, int backward);
+/* abi_lua.c: a student's parameters and, for each {prefix, loss} in the
+ * list at index extras, the loss's own (prefixed); GC-owned. */
+rt_param *rtL_run_params(lua_State *L, rt_instance *s, int extras, int *n);
 
 #endif
