@@ -28,6 +28,7 @@
 
 #include <math.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -41,17 +42,20 @@ static const rt_api *api; /* set by RT_PLUGIN_LIST's entry point */
 /* --------------------------------------------------------------- options */
 
 /* Where option k (options[k], same order) is stored in the loss's struct. */
-typedef enum rtk_type { RTK_T_F32, RTK_T_F64, RTK_T_INT, RTK_T_I64, RTK_T_CHOICE } rtk_type;
+typedef enum rtk_type { RTK_T_F32, RTK_T_F64, RTK_T_INT, RTK_T_I64, RTK_T_CHOICE, RTK_T_STR } rtk_type;
 typedef struct rtk_field {
     size_t offset;
     rtk_type type;
+    size_t size; /* RTK_T_STR: the char array's size */
 } rtk_field;
-#define RTK_F32(st, f) {offsetof(st, f), RTK_T_F32}   /* number -> float   */
-#define RTK_F64(st, f) {offsetof(st, f), RTK_T_F64}   /* number -> double  */
-#define RTK_BOOL(st, f) {offsetof(st, f), RTK_T_INT}  /* bool -> int       */
-#define RTK_I64(st, f) {offsetof(st, f), RTK_T_I64}   /* int -> int64_t    */
-#define RTK_CHOICE(st, f) {offsetof(st, f), RTK_T_CHOICE} /* string -> int:
+#define RTK_F32(st, f) {offsetof(st, f), RTK_T_F32, 0}   /* number -> float   */
+#define RTK_F64(st, f) {offsetof(st, f), RTK_T_F64, 0}   /* number -> double  */
+#define RTK_BOOL(st, f) {offsetof(st, f), RTK_T_INT, 0}  /* bool -> int       */
+#define RTK_I64(st, f) {offsetof(st, f), RTK_T_I64, 0}   /* int -> int64_t    */
+#define RTK_CHOICE(st, f) {offsetof(st, f), RTK_T_CHOICE, 0} /* string -> int:
                                             its index in the option's choices */
+#define RTK_STR(st, f) {offsetof(st, f), RTK_T_STR, sizeof(((st *)0)->f)} /* string
+                                            -> char array (cut to fit) */
 
 /* The index of s in "a|b|c", or 0 when absent (the host validated it). */
 static inline int rtk_choice_index(const char *choices, const char *s)
@@ -84,6 +88,7 @@ static inline rt_status rtk_create(rt_ctx *ctx, const rt_opts *o, void **self, s
         case RTK_T_INT: *(int *)p = api->opt_bool(o, name); break;
         case RTK_T_I64: *(int64_t *)p = api->opt_int(o, name); break;
         case RTK_T_CHOICE: *(int *)p = rtk_choice_index(options[i].choices, api->opt_string(o, name)); break;
+        case RTK_T_STR: snprintf(p, fields[i].size, "%s", api->opt_string(o, name)); break;
         }
     }
     *self = k;
@@ -219,6 +224,14 @@ static inline rt_status rtk_set_field(void *self, const char *name, double v, co
  * the state struct; `options` and `fields` must be defined; the variadic
  * part adds vtable members (.set = rtk_set, .features = ..., .bind = ...). */
 #define RTK_LOSS(type_, name_, version_, summary_, needs_, ...)                                          \
+    RTK_LOSS_DESC(type_, name_, version_, summary_, needs_, rtk_destroy, __VA_ARGS__)                    \
+    RT_PLUGIN_LIST(&rtk_desc)
+
+/* The descriptor rtk_desc and its vtable rtk_vt without the entry point,
+ * with a destroy of the file's own (a loss that owns tensors releases them,
+ * then frees the struct); for files that hold several plugins, which end
+ * with RT_PLUGIN_LIST(&rtk_desc, ...). */
+#define RTK_LOSS_DESC(type_, name_, version_, summary_, needs_, destroy_, ...)                            \
     static rt_status rtk_create_##type_(rt_ctx *ctx, const rt_opts *o, void **self)                      \
     {                                                                                                    \
         return rtk_create(ctx, o, self, sizeof(type_), options, fields);                                 \
@@ -240,7 +253,6 @@ static inline rt_status rtk_set_field(void *self, const char *name, double v, co
                                       .backward = rtk_backward, __VA_ARGS__};                            \
     static const rt_plugin_desc rtk_desc = {RT_DESC_INIT(RT_KIND_LOSS, name_, version_, summary_),        \
                                             .options = options, .create = rtk_create_##type_,            \
-                                            .destroy = rtk_destroy, .loss = &rtk_vt};                    \
-    RT_PLUGIN_LIST(&rtk_desc)
+                                            .destroy = (destroy_), .loss = &rtk_vt};
 
 #endif /* RT_LOSS_KIT_H */
