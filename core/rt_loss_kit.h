@@ -199,6 +199,66 @@ static inline double rtk_logaddexp(double a, double b)
     return m == -INFINITY ? m : m + log(exp(a - m) + exp(b - m));
 }
 
+/* Opens the row walk `it` in a run function (ctx, in and g in scope) and
+ * names the class count C; lsm and nwork as rtk_rows_begin. */
+#define RTK_ROWS(it, lsm, nwork)                                                                         \
+    rtk_rows it;                                                                                         \
+    if (rtk_rows_begin(&it, ctx, in, g, (lsm), (nwork))) return RT_STATUS_ERR_NOMEM;                     \
+    const int64_t C = it.sh.C
+
+/* An infinite loss (a probability 0 where the other side has mass) as an
+ * error ending ", at row N class C"; ctx in scope. */
+#define RTK_INFINITE(n_, c_, fmt_, ...)                                                                  \
+    api->error(ctx, RT_STATUS_ERR_NUMERIC, fmt_ ", at row %lld class %lld", __VA_ARGS__, (long long)(n_),  \
+               (long long)(c_))
+
+/* State of the losses whose options are temperature and t2 alone. */
+typedef struct rtk_temp {
+    double T;
+    int t2;
+} rtk_temp;
+
+/* The options table and fields of an rtk_temp loss: temperature (default
+ * T_) and t2 (default t2_, help help_). */
+#define RTK_TEMP_OPTIONS(T_, t2_, help_)                                                                 \
+    static const rt_option options[] = {RTK_OPT_TEMPERATURE(T_), RTK_OPT_T2(t2_, help_), RTK_OPT_END};   \
+    static const rtk_field fields[] = {RTK_F64(rtk_temp, T), RTK_BOOL(rtk_temp, t2)}
+
+/* The start of an rtk_temp loss's run: k, the row walk with log-softmaxes
+ * ls and lt at T, the factor f = rtk_t2(T, t2), and total = 0. */
+#define RTK_TEMP_ROWS(it)                                                                                \
+    const rtk_temp *k = self;                                                                            \
+    RTK_ROWS(it, 1, 0);                                                                                  \
+    double *ls = it.ls, *lt = it.lt, T = k->T, f = rtk_t2(T, k->t2), total = 0
+
+/* The factor of losses with a `t2` option: T^2 (Hinton) or 1. */
+static inline double rtk_t2(double T, int t2) { return t2 ? T * T : 1.0; }
+
+/* The options most distillation losses share, one line each. */
+#define RTK_OPT_TEMPERATURE(def_) {"temperature", RT_OPT_NUMBER, def_, 1e-4, 1e4, NULL, "softmax temperature T"}
+#define RTK_OPT_T2(def_, help_) {"t2", RT_OPT_BOOL, def_, 1, 0, NULL, help_}
+#define RTK_OPT_END {NULL, 0, NULL, 0, 0, NULL, NULL}
+
+/* sum_c exp(lp[c]) (lp[c] - lq[c]) with 0 log 0 = 0: KL(p || q) of one row.
+ * d[c] (if non-NULL) = lp[c] - lq[c] where p > 0, else 0.  Returns inf
+ * (with *bad = the class) when q = 0 where p > 0. */
+static inline double rtk_row_kl(const double *lp, const double *lq, int64_t C, double *d, int64_t *bad)
+{
+    double kl = 0;
+    for (int64_t c = 0; c < C; c++) {
+        double p = exp(lp[c]);
+        if (d) d[c] = 0;
+        if (p == 0) continue;
+        if (lq[c] == -INFINITY) {
+            *bad = c;
+            return INFINITY;
+        }
+        kl += p * (lp[c] - lq[c]);
+        if (d) d[c] = lp[c] - lq[c];
+    }
+    return kl;
+}
+
 /* ------------------------------------------------------------- the vtable */
 
 /* One function computes the value (when value != NULL) and adds

@@ -20,7 +20,7 @@ typedef struct ce {
 
 static const rt_option options[] = {
     {"label_smoothing", RT_OPT_NUMBER, "0", 0, 0.999, NULL, "label smoothing eps: target (1-eps) one-hot + eps/C"},
-    {NULL, 0, NULL, 0, 0, NULL, NULL},
+    RTK_OPT_END,
 };
 static const rtk_field fields[] = {RTK_F32(ce, eps)};
 

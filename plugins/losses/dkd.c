@@ -51,12 +51,11 @@ typedef struct dkd {
 static const rt_option options[] = {
     {"alpha", RT_OPT_NUMBER, "1", 0, 100, NULL, "weight of TCKD (target vs the rest)"},
     {"beta", RT_OPT_NUMBER, "8", 0, 100, NULL, "weight of NCKD (among the non-target classes)"},
-    {"temperature", RT_OPT_NUMBER, "4", 1e-4, 1e4, NULL, "softmax temperature T"},
+    RTK_OPT_TEMPERATURE("4"),
     {"warmup", RT_OPT_INT, "0", 0, 1000000, NULL, "epochs of linear warm-up, min((epoch+1)/warmup, 1); 0 = none"},
-    {NULL, 0, NULL, 0, 0, NULL, NULL},
+    RTK_OPT_END,
 };
 static const rtk_field fields[] = {RTK_F64(dkd, alpha), RTK_F64(dkd, beta), RTK_F64(dkd, T), RTK_I64(dkd, warmup)};
-
 
 /* Row log-probabilities in double: lp[C] = log softmax(z / T); *lrest =
  * log(1 - p_y) = log sum_{k != y} p_k; ln[C] = log r (the non-target
@@ -92,14 +91,10 @@ static double warm(const dkd *k, int64_t epoch)
     return w < 1 ? (w > 0 ? w : 0) : 1;
 }
 
-/* The whole loss, and when g is non-NULL, g += scale * its gradient.  One
- * function serves forward and backward so both refuse the same inputs. */
 static rt_status run(void *self, rt_ctx *ctx, const rt_loss_in *in, double *value, float *g, float scale)
 {
     const dkd *k = self;
-    rtk_rows it;
-    if (rtk_rows_begin(&it, ctx, in, g, 0, 4)) return RT_STATUS_ERR_NOMEM;
-    int64_t C = it.sh.C;
+    RTK_ROWS(it, 0, 4);
     if (C < 2)
         return api->error(ctx, RT_STATUS_ERR_SHAPE,
                           "needs at least 2 classes (target vs non-target), got logits with %lld", (long long)C);

@@ -42,64 +42,37 @@ typedef struct jsd {
 
 static const rt_option options[] = {
     {"beta", RT_OPT_NUMBER, "0.5", 0, 1, NULL, "teacher weight in the mixture: 0 = forward KL, 1 = reverse KL"},
-    {"temperature", RT_OPT_NUMBER, "1", 1e-4, 1e4, NULL, "softmax temperature T"},
-    {"t2", RT_OPT_BOOL, "false", 1, 0, NULL, "multiply the loss by T^2 (off: as TRL)"},
-    {NULL, 0, NULL, 0, 0, NULL, NULL},
+    RTK_OPT_TEMPERATURE("1"),
+    RTK_OPT_T2("false", "multiply the loss by T^2 (off: as TRL)"),
+    RTK_OPT_END,
 };
 static const rtk_field fields[] = {RTK_F64(jsd, beta), RTK_F64(jsd, T), RTK_BOOL(jsd, t2)};
 
-
-/* sum_c exp(lp[c]) (lp[c] - lq[c]) with 0 log 0 = 0: KL(p || q) of one row.
- * d[c] (if non-NULL) = lp[c] - lq[c] where p > 0, else 0.  Returns inf
- * (with *bad = the class) when q = 0 where p > 0. */
-static double row_kl(const double *lp, const double *lq, int64_t C, double *d, int64_t *bad)
-{
-    double kl = 0;
-    for (int64_t c = 0; c < C; c++) {
-        double p = exp(lp[c]);
-        if (d) d[c] = 0;
-        if (p == 0) continue;
-        if (lq[c] == -INFINITY) {
-            *bad = c;
-            return INFINITY;
-        }
-        kl += p * (lp[c] - lq[c]);
-        if (d) d[c] = lp[c] - lq[c];
-    }
-    return kl;
-}
-
-/* The whole loss, and when g is non-NULL, g += scale * its gradient.  One
- * function serves forward and backward so both refuse the same inputs. */
 static rt_status run(void *self, rt_ctx *ctx, const rt_loss_in *in, double *value, float *g, float scale)
 {
     const jsd *k = self;
-    rtk_rows it;
-    if (rtk_rows_begin(&it, ctx, in, g, 1, 2)) return RT_STATUS_ERR_NOMEM;
-    int64_t C = it.sh.C;
+    RTK_ROWS(it, 1, 2);
     double *ls = it.ls, *lt = it.lt, *lm = it.work, *d = lm + C;
-    double T = k->T, b = k->beta, f = k->t2 ? T * T : 1.0, total = 0;
+    double T = k->T, b = k->beta, f = rtk_t2(T, k->t2), total = 0;
     double lb = log(b), l1b = log1p(-b);
     while (rtk_rows_next(&it, T)) {
         /* row: the JSD of this row; d[c]: p_s,c d JSD / d p_s,c. */
         double row;
         int64_t bad = -1;
         if (b == 0) { /* forward KL: p_s d KL / d p_s = -p_t */
-            row = row_kl(lt, ls, C, NULL, &bad);
+            row = rtk_row_kl(lt, ls, C, NULL, &bad);
             for (int64_t c = 0; c < C; c++) d[c] = -exp(lt[c]);
         } else if (b == 1) { /* reverse KL: p_s (log p_s - log p_t) (+ p_s, dropped below) */
-            row = row_kl(ls, lt, C, d, &bad);
+            row = rtk_row_kl(ls, lt, C, d, &bad);
             for (int64_t c = 0; c < C; c++) d[c] *= exp(ls[c]);
         } else {
             for (int64_t c = 0; c < C; c++) lm[c] = rtk_logaddexp(lt[c] + lb, ls[c] + l1b);
-            row = b * row_kl(lt, lm, C, NULL, &bad) + (1 - b) * row_kl(ls, lm, C, d, &bad);
+            row = b * rtk_row_kl(lt, lm, C, NULL, &bad) + (1 - b) * rtk_row_kl(ls, lm, C, d, &bad);
             for (int64_t c = 0; c < C; c++) d[c] *= (1 - b) * exp(ls[c]);
         }
         if (bad >= 0)
-            return api->error(ctx, RT_STATUS_ERR_NUMERIC,
-                              "JSD(beta = %g) is infinite: a probability 0 (logit -inf) where the other side has "
-                              "mass, at row %lld class %lld",
-                              b, (long long)it.n, (long long)bad);
+            return RTK_INFINITE(it.n, bad, "JSD(beta = %g) is infinite: a probability 0 (logit -inf) where the other side "
+                                "has mass", b);
         total += row;
         if (!g) continue;
         /* d/dz_c = (1/T) (d_c - p_s,c sum_k d_k): the softmax Jacobian. */

@@ -26,11 +26,8 @@ typedef struct kd {
     int t2;
 } kd;
 
-static const rt_option options[] = {
-    {"temperature", RT_OPT_NUMBER, "4", 1e-4, 1e4, NULL, "softmax temperature T"},
-    {"t2", RT_OPT_BOOL, "true", 1, 0, NULL, "multiply the loss by T^2 (Hinton)"},
-    {NULL, 0, NULL, 0, 0, NULL, NULL},
-};
+static const rt_option options[] = {RTK_OPT_TEMPERATURE("4"), RTK_OPT_T2("true", "multiply the loss by T^2 (Hinton)"),
+                                    RTK_OPT_END};
 static const rtk_field fields[] = {RTK_F32(kd, T), RTK_BOOL(kd, t2)};
 
 /* The value in double: with float32 log-probabilities the terms p_t (log p_t

@@ -21,7 +21,7 @@ typedef struct mse {
 static const rt_option options[] = {
     {"reduction", RT_OPT_STRING, "\"mean\"", 1, 0, "mean|batchmean",
      "mean: over all N*C elements; batchmean: sum over classes, mean over batch"},
-    {NULL, 0, NULL, 0, 0, NULL, NULL},
+    RTK_OPT_END,
 };
 static const rtk_field fields[] = {RTK_CHOICE(mse, batchmean)};
 
@@ -30,9 +30,7 @@ static const rtk_field fields[] = {RTK_CHOICE(mse, batchmean)};
 static rt_status run(void *self, rt_ctx *ctx, const rt_loss_in *in, double *value, float *g, float scale)
 {
     mse *m = self;
-    rtk_rows it;
-    if (rtk_rows_begin(&it, ctx, in, g, 0, 0)) return RT_STATUS_ERR_NOMEM;
-    int64_t C = it.sh.C;
+    RTK_ROWS(it, 0, 0);
     double div = m->batchmean ? in->norm : in->norm * (double)C, total = 0;
     float f = div ? (float)(2.0 * scale / div) : 0;
     while (rtk_rows_next(&it, 1))

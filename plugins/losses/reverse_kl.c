@@ -28,41 +28,17 @@
  */
 #include "rt_loss_kit.h"
 
-typedef struct rkl {
-    double T;
-    int t2;
-} rkl;
+RTK_TEMP_OPTIONS("1", "false", "multiply the loss by T^2 (off: as TRL and MiniLLM)");
 
-static const rt_option options[] = {
-    {"temperature", RT_OPT_NUMBER, "1", 1e-4, 1e4, NULL, "softmax temperature T"},
-    {"t2", RT_OPT_BOOL, "false", 1, 0, NULL, "multiply the loss by T^2 (off: as TRL and MiniLLM)"},
-    {NULL, 0, NULL, 0, 0, NULL, NULL},
-};
-static const rtk_field fields[] = {RTK_F64(rkl, T), RTK_BOOL(rkl, t2)};
-
-
-/* The whole loss, and when g is non-NULL, g += scale * its gradient.
- * One function serves forward and backward so both refuse the same
- * inputs.  ls, lt: scratch of C doubles each. */
 static rt_status run(void *self, rt_ctx *ctx, const rt_loss_in *in, double *value, float *g, float scale)
 {
-    const rkl *k = self;
-    rtk_rows it;
-    if (rtk_rows_begin(&it, ctx, in, g, 1, 0)) return RT_STATUS_ERR_NOMEM;
-    int64_t C = it.sh.C;
-    double *ls = it.ls, *lt = it.lt, T = k->T, f = k->t2 ? T * T : 1.0, total = 0;
+    RTK_TEMP_ROWS(it);
     while (rtk_rows_next(&it, T)) {
-        double row = 0;
-        for (int64_t c = 0; c < C; c++) {
-            double ps = exp(ls[c]);
-            if (ps == 0) continue;
-            if (lt[c] == -INFINITY)
-                return api->error(ctx, RT_STATUS_ERR_NUMERIC,
-                                  "KL(p_s || p_t) is infinite: teacher probability 0 (logit -inf) where the student "
-                                  "has %g, at row %lld class %lld",
-                                  ps, (long long)it.n, (long long)c);
-            row += ps * (ls[c] - lt[c]);
-        }
+        int64_t bad = -1;
+        double row = rtk_row_kl(ls, lt, C, NULL, &bad);
+        if (bad >= 0)
+            return RTK_INFINITE(it.n, bad, "KL(p_s || p_t) is infinite: teacher probability 0 (logit -inf) where "
+                                "the student has %g", exp(ls[bad]));
         total += row;
         if (!g) continue;
         /* d/dz_c = (1/T) p_c (d_c - sum_k p_k d_k): the softmax Jacobian
@@ -77,5 +53,5 @@ static rt_status run(void *self, rt_ctx *ctx, const rt_loss_in *in, double *valu
     return RT_STATUS_OK;
 }
 
-RTK_LOSS(rkl, "reverse_kl", "1.0.0", "reverse KL(p_student^T || p_teacher^T), batch mean (MiniLLM)", RT_NEEDS_TEACHER,
+RTK_LOSS(rtk_temp, "reverse_kl", "1.0.0", "reverse KL(p_student^T || p_teacher^T), batch mean (MiniLLM)", RT_NEEDS_TEACHER,
          .set = rtk_set)

@@ -45,25 +45,19 @@ typedef struct skew {
 static const rt_option options[] = {
     {"alpha", RT_OPT_NUMBER, "0.1", 0, 1, NULL, "skew: the mixture's share of the distribution on the left"},
     {"reverse", RT_OPT_BOOL, "false", 1, 0, NULL, "skew reverse KL(p_s || (1-a) p_t + a p_s)"},
-    {"temperature", RT_OPT_NUMBER, "1", 1e-4, 1e4, NULL, "softmax temperature T"},
-    {"t2", RT_OPT_BOOL, "false", 1, 0, NULL, "multiply the loss by T^2 (off: as DistiLLM)"},
-    {NULL, 0, NULL, 0, 0, NULL, NULL},
+    RTK_OPT_TEMPERATURE("1"),
+    RTK_OPT_T2("false", "multiply the loss by T^2 (off: as DistiLLM)"),
+    RTK_OPT_END,
 };
 static const rtk_field fields[] = {RTK_F64(skew, alpha), RTK_BOOL(skew, reverse), RTK_F64(skew, T), RTK_BOOL(skew, t2)};
 
-
-/* The whole loss, and when g is non-NULL, g += scale * its gradient.  One
- * function serves forward and backward so both refuse the same inputs. */
 static rt_status run(void *self, rt_ctx *ctx, const rt_loss_in *in, double *value, float *g, float scale)
 {
     const skew *k = self;
-    rtk_rows it;
-    if (rtk_rows_begin(&it, ctx, in, g, 1, 2)) return RT_STATUS_ERR_NOMEM;
-    int64_t C = it.sh.C;
+    RTK_ROWS(it, 1, 2);
     double *ls = it.ls, *lt = it.lt, *lm = it.work, *d = lm + C;
-    double T = k->T, a = k->alpha, f = k->t2 ? T * T : 1.0, total = 0;
     /* m = wl p_left + wr p_right, left = the KL's first argument */
-    double lwl = log(a), lwr = log1p(-a);
+    double T = k->T, a = k->alpha, f = rtk_t2(T, k->t2), total = 0, lwl = log(a), lwr = log1p(-a);
     while (rtk_rows_next(&it, T)) {
         const double *lp = k->reverse ? ls : lt, *lo = k->reverse ? lt : ls; /* left, other */
         double row = 0;
@@ -72,11 +66,8 @@ static rt_status run(void *self, rt_ctx *ctx, const rt_loss_in *in, double *valu
             double p = exp(lp[c]);
             if (p == 0) continue;
             if (lm[c] == -INFINITY)
-                return api->error(ctx, RT_STATUS_ERR_NUMERIC,
-                                  "skew KL (alpha = %g) is infinite: %s probability 0 (logit -inf) where the %s has "
-                                  "mass, at row %lld class %lld",
-                                  a, k->reverse ? "teacher" : "student", k->reverse ? "student" : "teacher",
-                                  (long long)it.n, (long long)c);
+                return RTK_INFINITE(it.n, c, "skew KL (alpha = %g) is infinite: %s probability 0 (logit -inf) where the %s "
+                                    "has mass", a, k->reverse ? "teacher" : "student", k->reverse ? "student" : "teacher");
             row += p * (lp[c] - lm[c]);
         }
         total += row;

@@ -25,37 +25,18 @@
  */
 #include "rt_loss_kit.h"
 
-typedef struct sce {
-    double T;
-    int t2;
-} sce;
+RTK_TEMP_OPTIONS("4", "true", "multiply the loss by T^2 (Hinton)");
 
-static const rt_option options[] = {
-    {"temperature", RT_OPT_NUMBER, "4", 1e-4, 1e4, NULL, "softmax temperature T"},
-    {"t2", RT_OPT_BOOL, "true", 1, 0, NULL, "multiply the loss by T^2 (Hinton)"},
-    {NULL, 0, NULL, 0, 0, NULL, NULL},
-};
-static const rtk_field fields[] = {RTK_F64(sce, T), RTK_BOOL(sce, t2)};
-
-
-/* The whole loss, and when g is non-NULL, g += scale * its gradient.  One
- * function serves forward and backward so both refuse the same inputs. */
 static rt_status run(void *self, rt_ctx *ctx, const rt_loss_in *in, double *value, float *g, float scale)
 {
-    const sce *k = self;
-    rtk_rows it;
-    if (rtk_rows_begin(&it, ctx, in, g, 1, 0)) return RT_STATUS_ERR_NOMEM;
-    int64_t C = it.sh.C;
-    double *ls = it.ls, *lt = it.lt, T = k->T, f = k->t2 ? T * T : 1.0, total = 0;
+    RTK_TEMP_ROWS(it);
     while (rtk_rows_next(&it, T)) {
         for (int64_t c = 0; c < C; c++) {
             double pt = exp(lt[c]);
             if (pt == 0) continue;
             if (ls[c] == -INFINITY)
-                return api->error(ctx, RT_STATUS_ERR_NUMERIC,
-                                  "cross-entropy is infinite: student probability 0 (logit -inf) where the teacher "
-                                  "has %g, at row %lld class %lld",
-                                  pt, (long long)it.n, (long long)c);
+                return RTK_INFINITE(it.n, c, "cross-entropy is infinite: student probability 0 (logit -inf) where the "
+                                    "teacher has %g", pt);
             total -= pt * ls[c];
         }
         if (!g) continue;
@@ -66,5 +47,5 @@ static rt_status run(void *self, rt_ctx *ctx, const rt_loss_in *in, double *valu
     return RT_STATUS_OK;
 }
 
-RTK_LOSS(sce, "soft_ce", "1.0.0", "soft-target cross-entropy -sum p_teacher^T log p_student^T, batch mean, T^2", RT_NEEDS_TEACHER,
+RTK_LOSS(rtk_temp, "soft_ce", "1.0.0", "soft-target cross-entropy -sum p_teacher^T log p_student^T, batch mean, T^2", RT_NEEDS_TEACHER,
          .set = rtk_set)

@@ -27,29 +27,14 @@
  */
 #include "rt_loss_kit.h"
 
-typedef struct tvd {
-    double T;
-    int t2;
-} tvd;
-
-static const rt_option options[] = {
-    {"temperature", RT_OPT_NUMBER, "1", 1e-4, 1e4, NULL, "softmax temperature T"},
-    {"t2", RT_OPT_BOOL, "false", 1, 0, NULL, "multiply the loss by T^2"},
-    {NULL, 0, NULL, 0, 0, NULL, NULL},
-};
-static const rtk_field fields[] = {RTK_F64(tvd, T), RTK_BOOL(tvd, t2)};
-
+RTK_TEMP_OPTIONS("1", "false", "multiply the loss by T^2");
 
 static double sign(double x) { return (x > 0) - (x < 0); }
 
-/* The whole loss, and when g is non-NULL, g += scale * its gradient. */
 static rt_status run(void *self, rt_ctx *ctx, const rt_loss_in *in, double *value, float *g, float scale)
 {
-    const tvd *k = self;
-    rtk_rows it;
-    if (rtk_rows_begin(&it, ctx, in, g, 1, 0)) return RT_STATUS_ERR_NOMEM;
-    int64_t C = it.sh.C;
-    double *ps = it.ls, *pt = it.lt, T = k->T, f = k->t2 ? T * T : 1.0, total = 0;
+    RTK_TEMP_ROWS(it);
+    double *ps = ls, *pt = lt; /* exponentiated in place */
     while (rtk_rows_next(&it, T)) {
         for (int64_t c = 0; c < C; c++) ps[c] = exp(ps[c]), pt[c] = exp(pt[c]);
         double row = 0, mean = 0;
@@ -66,5 +51,5 @@ static rt_status run(void *self, rt_ctx *ctx, const rt_loss_in *in, double *valu
     return RT_STATUS_OK;
 }
 
-RTK_LOSS(tvd, "tvd", "1.0.0", "total variation 0.5 sum |p_teacher^T - p_student^T|, batch mean", RT_NEEDS_TEACHER,
+RTK_LOSS(rtk_temp, "tvd", "1.0.0", "total variation 0.5 sum |p_teacher^T - p_student^T|, batch mean", RT_NEEDS_TEACHER,
          .set = rtk_set)

@@ -129,20 +129,10 @@ static rt_status record(void *self, rt_ctx *ctx, const char *name, int on)
     return api->instance_record(((model *)self)->net, ctx, name, on);
 }
 
-static const rt_teacher_vt vt = {.size = sizeof vt,
-                                 .forward = forward,
-                                 .parameters = parameters,
-                                 .feature = feature,
-                                 .flops = flops,
-                                 .features = features,
-                                 .record = record};
-
+static const rt_teacher_vt vt = {.size = sizeof vt, .forward = forward, .parameters = parameters, .feature = feature,
+                                 .flops = flops, .features = features, .record = record};
 static const rt_plugin_desc desc = {
     RT_DESC_INIT(RT_KIND_TEACHER, "model", "1.0.0", "a trained model of any student architecture, frozen"),
-    .options = options,
-    .create = create,
-    .destroy = destroy,
-    .teacher = &vt,
-};
+    .options = options, .create = create, .destroy = destroy, .teacher = &vt};
 
 RT_PLUGIN_LIST(&desc)
