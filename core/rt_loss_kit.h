@@ -204,7 +204,8 @@ static inline double rtk_logaddexp(double a, double b)
 #define RTK_ROWS(it, lsm, nwork)                                                                         \
     rtk_rows it;                                                                                         \
     if (rtk_rows_begin(&it, ctx, in, g, (lsm), (nwork))) return RT_STATUS_ERR_NOMEM;                     \
-    const int64_t C = it.sh.C
+    const int64_t C = it.sh.C;                                                                           \
+    (void)C
 
 /* An infinite loss (a probability 0 where the other side has mass) as an
  * error ending ", at row N class C"; ctx in scope. */

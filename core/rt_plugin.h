@@ -141,6 +141,14 @@ static inline int64_t rt_row_size(const rt_tensor *t)
     return n;
 }
 
+static inline int rt_same_shape(const rt_tensor *a, const rt_tensor *b)
+{
+    if (a->ndim != b->ndim) return 0;
+    for (int i = 0; i < a->ndim; i++)
+        if (a->shape[i] != b->shape[i]) return 0;
+    return 1;
+}
+
 static inline int rt_is_contiguous(const rt_tensor *t)
 {
     int64_t s = 1;
