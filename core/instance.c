@@ -407,11 +407,11 @@ static char *options_with_item(const char *json, const char *name, cJSON *value)
         return NULL;
     }
     char *out = NULL;
-    if (cJSON_GetObjectItemCaseSensitive(root, name) ? cJSON_ReplaceItemInObjectCaseSensitive(root, name, value)
-                                                     : cJSON_AddItemToObject(root, name, value))
-        out = cJSON_PrintUnformatted(root);
-    else
+    if (!(cJSON_GetObjectItemCaseSensitive(root, name) ? cJSON_ReplaceItemInObjectCaseSensitive(root, name, value)
+                                                       : cJSON_AddItemToObject(root, name, value)))
         cJSON_Delete(value);
+    else if (cJSON_GetObjectItemCaseSensitive(root, name) == value) /* cJSON's replace does not check that */
+        out = cJSON_PrintUnformatted(root);                          /* its copy of the key was allocated */
     cJSON_Delete(root);
     return out;
 }
