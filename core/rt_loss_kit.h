@@ -305,7 +305,7 @@ static inline rt_status rtk_set_field(void *self, const char *name, double v, co
     {                                                                                                    \
         return run(self, ctx, in, NULL, rt_f32(g), scale);                                               \
     }                                                                                                    \
-    static inline rt_status rtk_set(void *self, rt_ctx *ctx, const char *name, double v)                 \
+    RT_MAYBE_UNUSED static rt_status rtk_set(void *self, rt_ctx *ctx, const char *name, double v)        \
     {                                                                                                    \
         (void)ctx;                                                                                       \
         return rtk_set_field(self, name, v, options, fields);                                            \

@@ -63,9 +63,11 @@ extern "C" {
 #if defined(__GNUC__)
 #define RT_PRINTF(f, a) __attribute__((format(printf, f, a)))
 #define RT_EXPORT __attribute__((visibility("default")))
+#define RT_MAYBE_UNUSED __attribute__((unused))
 #else
 #define RT_PRINTF(f, a)
 #define RT_EXPORT
+#define RT_MAYBE_UNUSED
 #endif
 
 typedef enum rt_status {

@@ -319,7 +319,7 @@ static void test_unmasked_norm_is_batch(void)
     rt_loss_in a = {.student = s, .teacher = &sig}, b = a, c = a;
     b.norm = 5;
     c.mask = m;
-    double va, vb, vc;
+    double va = 0, vb = 1, vc = 2;
     CHECK(!rt_loss_forward(l, ctx, &a, &va) && !rt_loss_forward(l, ctx, &b, &vb) && !rt_loss_forward(l, ctx, &c, &vc));
     CHECK(va == vb && va == vc);
     rt_tensor *ga = rt_tensor_new(ctx, RT_DTYPE_F32, 2, ls), *gc = rt_tensor_new(ctx, RT_DTYPE_F32, 2, ls);
