@@ -29,7 +29,7 @@ T.test("a feature loss with its own regressor: taps train the student, the regre
   local w0 = student:parameters()[1].value:clone()
   local dir = T.tmpdir()
   local r = rt.distill{ teacher = teacher, student = student, data = ds, loss = { { hint, 1, name = "hint" } },
-                        epochs = 2, batch = 16, quiet = true, out = dir, optimizer = rt.optim.sgd{ lr = 0.05 } }
+                        epochs = 2, batch = 16, quiet = true, out = dir, optimizer = rt.optim.adam{ lr = 0.01 } }
   T.check(r ~= nil, "distill ran")
   local p = hint:parameters()
   T.check(#p == 1 and p[1].name == "regressor.weight" and p[1].value:shape()[2] == 8, "bound from the feature")
@@ -40,11 +40,12 @@ T.test("a feature loss with its own regressor: taps train the student, the regre
   local saved = tensors["loss.hint.regressor.weight"]
   T.check(saved ~= nil, "the checkpoint holds loss.hint.regressor.weight")
   T.check(saved and (saved - p[1].value):abs():sum() == 0, "the saved regressor is the trained one")
+  T.check(tensors["optim.loss.hint.regressor.weight.exp_avg"] ~= nil, "its Adam moments are checkpointed too")
   -- resume: a fresh loss gets the saved regressor back
   local hint2 = rt.loss("fx_hint", { feature = "layers.0" })
   local student2 = rt.student("mlp", { sizes = { 6, 8, 3 }, seed = 2 })
   rt.distill{ teacher = teacher, student = student2, data = ds, loss = { { hint2, 1, name = "hint" } },
-              epochs = 2, batch = 16, quiet = true, out = dir, resume = true, optimizer = rt.optim.sgd{ lr = 0.05 } }
+              epochs = 2, batch = 16, quiet = true, out = dir, resume = true, optimizer = rt.optim.adam{ lr = 0.01 } }
   T.check((hint2:parameters()[1].value - saved):abs():sum() == 0, "resume restored the regressor")
   os.execute("rm -rf " .. dir)
 end)
