@@ -511,6 +511,11 @@ rt_tensor *rt_instance_feature(rt_instance *i, const char *name)
     return f ? f(i->self, name) : NULL;
 }
 
+const void *rt_instance_extension(rt_instance *i, const char *name)
+{
+    return name && i->desc->extension ? i->desc->extension(name) : NULL;
+}
+
 int rt_instance_features(rt_instance *i, const char **out, int max)
 {
     int (*f)(void *, const char **, int) = i->desc->kind == RT_KIND_STUDENT   ? i->desc->student->features
@@ -712,6 +717,7 @@ static const rt_api host_api = {
     .instance_input_spec = rt_instance_input_spec,
     .instance_record = rt_instance_record,
     .instance_features = rt_instance_features,
+    .instance_extension = rt_instance_extension,
 };
 
 const rt_api *rt_host_api(void) { return &host_api; }

@@ -436,6 +436,9 @@ int rt_loss_bound(const rt_instance *l);
 int rt_instance_input_spec(rt_instance *i, rt_spec *out);
 /* Feature names a student or teacher can record (total returned). */
 int rt_instance_features(rt_instance *i, const char **out, int max);
+/* An optional capability of the instance's plugin by name (desc.extension),
+ * or NULL when it has none. */
+const void *rt_instance_extension(rt_instance *i, const char *name);
 /* Turns recording of a feature on or off; an error names the known ones. */
 rt_status rt_instance_record(rt_instance *i, rt_ctx *ctx, const char *name, int on);
 rt_status rt_loss_forward(rt_instance *l, rt_ctx *ctx, const rt_loss_in *in,

@@ -556,6 +556,9 @@ typedef struct rt_api {
     rt_status (*instance_record)(rt_instance *inst, rt_ctx *ctx,
                                  const char *name, int on);
     int (*instance_features)(rt_instance *inst, const char **out, int max);
+    /* Another instance's optional capability by name (its descriptor's
+     * extension), or NULL. */
+    const void *(*instance_extension)(rt_instance *inst, const char *name);
 } rt_api;
 
 /* ------------------------------------------------------------- the entry */

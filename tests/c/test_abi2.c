@@ -370,6 +370,17 @@ static void test_views_for_plugins(void)
         CHECK(rt_f32(flat)[6] == 5);
     }
     CHECK(api->tensor_narrow(ctx, t, 0, 2, 5) == NULL);
+    /* optional capabilities by name */
+    rt_instance *st = make(RT_KIND_STUDENT, "fx_tok", NULL), *m = make(RT_KIND_STUDENT, "mlp", NULL);
+    const struct {
+        uint32_t size;
+        const char *greeting;
+    } *hello = st ? api->instance_extension(st, "fx.hello") : NULL;
+    CHECK(hello && hello->size >= sizeof *hello && !strcmp(hello->greeting, "hello from fx_tok"));
+    CHECK(st && rt_instance_extension(st, "fx.other") == NULL);
+    CHECK(m && rt_instance_extension(m, "fx.hello") == NULL); /* no extension function at all */
+    rt_instance_release(st);
+    rt_instance_release(m);
     rt_tensor_release(row);
     rt_tensor_release(flat);
     rt_tensor_release(t);
