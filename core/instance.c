@@ -331,16 +331,18 @@ static rt_status check_loss_in(rt_instance *l, rt_ctx *ctx, rt_loss_in *in, int 
                                 (long long)i);
         }
     }
-    if (in->norm == 0) {
-        int64_t real = npos;
-        if (in->mask) {
-            real = 0;
-            for (int64_t i = 0; i < npos; i++) real += rt_i32(in->mask)[i];
-        }
-        in->norm = (double)real;
+    int64_t real = npos; /* this batch's real positions */
+    if (in->mask) {
+        real = 0;
+        for (int64_t i = 0; i < npos; i++) real += rt_i32(in->mask)[i];
     }
+    if (in->norm == 0) in->norm = (double)real;
     if (!(in->norm >= 0) || in->norm > 1e15)
         return rt_error(ctx, RT_STATUS_ERR_ARG, "norm %g must be a count of positions >= 0", in->norm);
+    if (in->norm < (double)real)
+        return rt_error(ctx, RT_STATUS_ERR_ARG,
+                        "norm %g is less than the %lld real positions of this batch (it counts the whole global "
+                        "batch)", in->norm, (long long)real);
     int nf = rt_loss_features(l, NULL, 0);
     if (nf != in->nfeatures || (nf && !in->features))
         return rt_error(ctx, RT_STATUS_ERR_ARG, "declares %d feature%s and was given %d", nf, nf == 1 ? "" : "s",

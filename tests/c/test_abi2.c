@@ -325,6 +325,10 @@ static void test_unmasked_norm_is_batch(void)
     rt_tensor *ga = rt_tensor_new(ctx, RT_DTYPE_F32, 2, ls), *gc = rt_tensor_new(ctx, RT_DTYPE_F32, 2, ls);
     CHECK(!rt_loss_backward(l, ctx, &a, 0.7f, ga) && !rt_loss_backward(l, ctx, &c, 0.7f, gc));
     CHECK(!memcmp(ga->data, gc->data, rt_tensor_nbytes(ga)));
+    /* a norm below this batch's own count cannot be a global one */
+    b.norm = 4;
+    CHECK(rt_loss_forward(l, ctx, &b, &vb) == RT_STATUS_ERR_ARG);
+    CHECK_CONTAINS(rt_ctx_message(ctx), "norm 4 is less than the 5 real positions of this batch");
     /* a mask value other than 0 or 1 */
     rt_i32(m)[3] = 2;
     CHECK(rt_loss_forward(l, ctx, &c, &vc) == RT_STATUS_ERR_ARG);
