@@ -79,7 +79,9 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 .PHONY: all deps deps-test demo test check bench fuzz install uninstall clean check-plugins check-valgrind
 # The headers a plugin builds against, copied where retort.pc says they are
 # (<prefix>/include/retort), in the build tree as in an install.
-HEADERS  := core/rt_plugin.h core/retort.h
+HEADERS  := core/rt_plugin.h core/retort.h core/rt_loss_kit.h core/rt_nn.h
+# What a plugin compiles against: the ABI and the header-only kits.
+PLUG_HDR := core/rt_plugin.h core/rt_loss_kit.h core/rt_nn.h
 INCLUDES := $(HEADERS:core/%=$(BUILD)/include/retort/%)
 
 all: $(LIB) $(PLUGINS) $(LUAMOD) $(CLI) $(BUILD)/lib/pkgconfig/retort.pc $(INCLUDES) $(EXAMPLES)
@@ -111,7 +113,7 @@ $(LIB): $(CORE_OBJ)
 # Plugins link nothing but libc/libm: all else comes through rt_api.
 # -z defs makes a stray reference to a core/Lua/BLAS symbol a link error.
 define plugin_rule
-$(PLUGDIR)/$(notdir $(1:.c=.so)): $(1) core/rt_plugin.h
+$(PLUGDIR)/$(notdir $(1:.c=.so)): $(1) $(PLUG_HDR)
 	@mkdir -p $$(dir $$@)
 	$$(CC) $$(CFLAGS_PLUG) -shared -o $$@ $$< $$(LDSAN) -lm -Wl,-z,defs
 endef
@@ -165,7 +167,7 @@ $(BUILD)/tests/%: tests/c/%.c tests/c/t.h $(LIB)
 	$(CC) $(CFLAGS_CORE) -Itests/c -o $@ $< $(LDSAN) -L$(BUILD)/lib -lretort \
 	  $(PKG_LIBS) -lm -Wl,-rpath,'$$ORIGIN/../lib'
 
-$(BUILD)/tests/fixtures/%.so: tests/fixtures/%.c core/rt_plugin.h
+$(BUILD)/tests/fixtures/%.so: tests/fixtures/%.c $(PLUG_HDR)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_PLUG) -shared -o $@ $< $(LDSAN) -lm
 
@@ -175,7 +177,7 @@ $(BUILD)/bench/%: bench/%.c $(LIB)
 	  -lm -Wl,-rpath,'$$ORIGIN/../lib'
 
 # The out-of-tree example, built here with the same flags as the plugins.
-$(BUILD)/examples/%.so: examples/custom_loss/%.c core/rt_plugin.h
+$(BUILD)/examples/%.so: examples/custom_loss/%.c $(PLUG_HDR)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_PLUG) -shared -o $@ $< $(LDSAN) -lm -Wl,-z,defs
 

@@ -31,8 +31,9 @@ rt_dataset *rt_dataset_new(rt_ctx *ctx, rt_tensor *x, rt_tensor *y)
         rt_error(ctx, RT_STATUS_ERR_ARG, "dataset: x is missing");
         return NULL;
     }
-    if (x->dtype != RT_DTYPE_F32 || x->ndim < 1) {
-        rt_error(ctx, RT_STATUS_ERR_SHAPE, "dataset: x must be f32 [N, ...], got %s %s", rt_dtype_name(x->dtype),
+    if ((x->dtype != RT_DTYPE_F32 && x->dtype != RT_DTYPE_I32) || x->ndim < 1) {
+        rt_error(ctx, RT_STATUS_ERR_SHAPE, "dataset: x must be f32 or i32 (token ids) [N, ...], got %s %s",
+                 rt_dtype_name(x->dtype),
                  rt_tensor_shape_str(x, a, sizeof a));
         return NULL;
     }
@@ -87,12 +88,13 @@ rt_status rt_dataset_gather(const rt_dataset *d, rt_ctx *ctx, const int64_t *idx
     if (n < 0 || (n > 0 && !idx) || !xb)
         return rt_error(ctx, RT_STATUS_ERR_ARG, "dataset gather: %lld rows, idx %s, xb %s", (long long)n,
                         idx ? "given" : "NULL", xb ? "given" : "NULL");
-    if (xb->dtype != RT_DTYPE_F32 || xb->ndim < 1 || !rt_is_contiguous(xb) || xb->shape[0] < n ||
+    if (xb->dtype != d->x->dtype || xb->ndim < 1 || !rt_is_contiguous(xb) || xb->shape[0] < n ||
         rt_row_size(xb) != row)
         return rt_error(ctx, RT_STATUS_ERR_SHAPE,
-                        "dataset gather: %lld rows of x %s need a contiguous f32 batch of at least %lld rows of "
+                        "dataset gather: %lld rows of x %s need a contiguous %s batch of at least %lld rows of "
                         "%lld, got %s %s",
-                        (long long)n, rt_tensor_shape_str(d->x, a, sizeof a), (long long)n, (long long)row,
+                        (long long)n, rt_tensor_shape_str(d->x, a, sizeof a), rt_dtype_name(d->x->dtype),
+                        (long long)n, (long long)row,
                         rt_dtype_name(xb->dtype), rt_tensor_shape_str(xb, b, sizeof b));
     if (yb) {
         if (!d->y) return rt_error(ctx, RT_STATUS_ERR_ARG, "dataset gather: labels asked of a dataset without y");
@@ -107,10 +109,11 @@ rt_status rt_dataset_gather(const rt_dataset *d, rt_ctx *ctx, const int64_t *idx
         if (idx[i] < 0 || idx[i] >= d->n)
             return rt_error(ctx, RT_STATUS_ERR_ARG, "dataset gather: index %lld (position %lld) is outside [0, %lld)",
                             (long long)idx[i], (long long)i, (long long)d->n);
-    const float *xs = rt_f32(d->x);
-    float *xd = rt_f32(xb);
-    size_t rb = (size_t)row * sizeof(float);
-    for (int64_t i = 0; i < n; i++) memcpy(xd + i * row, xs + idx[i] * row, rb);
+    /* f32 or i32: rows of 4-byte elements either way */
+    const char *xs = d->x->data;
+    char *xd = xb->data;
+    size_t rb = (size_t)row * rt_dtype_size(d->x->dtype);
+    for (int64_t i = 0; i < n; i++) memcpy(xd + (size_t)i * rb, xs + (size_t)idx[i] * rb, rb);
     if (yb) {
         const int32_t *ys = rt_i32(d->y);
         int32_t *yd = rt_i32(yb);

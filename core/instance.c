@@ -184,11 +184,58 @@ static rt_status check_kind(rt_instance *i, rt_ctx *ctx, rt_kind k)
     return RT_STATUS_OK;
 }
 
+int rt_instance_input_spec(rt_instance *i, rt_spec *out)
+{
+    memset(out, 0, sizeof *out);
+    if (i->desc->kind != RT_KIND_STUDENT) return 0;
+    i->desc->student->input_spec(i->self, out);
+    if (out->ndim > RT_MAX_DIMS - 1) out->ndim = RT_MAX_DIMS - 1;
+    return 1;
+}
+
+/* x against the student's spec: dtype, per-sample shape (0 = any length;
+ * flat: any shape of the same element count), ids below vocab. */
+static rt_status check_input(rt_instance *s, rt_ctx *ctx, const rt_tensor *x)
+{
+    rt_spec sp;
+    rt_instance_input_spec(s, &sp);
+    if (check_arg(ctx, "input", x, sp.dtype, 1)) return RT_STATUS_ERR_SHAPE;
+    if (sp.ndim < 0) return RT_STATUS_OK;
+    char a[64], want[96];
+    int64_t per = 1;
+    int n = snprintf(want, sizeof want, "[N");
+    for (int k = 0; k < sp.ndim; k++) {
+        per *= sp.shape[k];
+        n += snprintf(want + n, sizeof want - (size_t)n, sp.shape[k] ? ", %lld" : ", any", (long long)sp.shape[k]);
+        if (n >= (int)sizeof want - 24) break;
+    }
+    snprintf(want + n, sizeof want - (size_t)n, "]");
+    if (sp.flat) {
+        if (rt_row_size(x) != per)
+            return rt_error(ctx, RT_STATUS_ERR_SHAPE, "input %s has %lld values per sample, the student takes %lld (%s)",
+                            rt_tensor_shape_str(x, a, sizeof a), (long long)rt_row_size(x), (long long)per, want);
+    } else {
+        int ok = x->ndim == sp.ndim + 1;
+        for (int k = 0; ok && k < sp.ndim; k++) ok = !sp.shape[k] || sp.shape[k] == x->shape[k + 1];
+        if (!ok)
+            return rt_error(ctx, RT_STATUS_ERR_SHAPE, "input %s %s does not fit the student's %s %s",
+                            rt_dtype_name(x->dtype), rt_tensor_shape_str(x, a, sizeof a), rt_dtype_name(sp.dtype), want);
+    }
+    if (x->dtype == RT_DTYPE_I32 && sp.vocab > 0) {
+        const int32_t *v = rt_i32(x);
+        for (int64_t k = 0; k < rt_numel(x); k++)
+            if (v[k] < 0 || v[k] >= sp.vocab)
+                return rt_error(ctx, RT_STATUS_ERR_ARG, "input id %d at flat index %lld is outside [0, %lld)", v[k],
+                                (long long)k, (long long)sp.vocab);
+    }
+    return RT_STATUS_OK;
+}
+
 rt_status rt_student_forward(rt_instance *s, rt_ctx *ctx, const rt_tensor *x, int train, rt_tensor **out)
 {
     *out = NULL;
     if (check_kind(s, ctx, RT_KIND_STUDENT)) return rt_ctx_status(ctx);
-    if (check_arg(ctx, "input", x, RT_DTYPE_F32, 1)) return fail(s, ctx);
+    if (check_input(s, ctx, x)) return fail(s, ctx);
     rt_status st = s->desc->student->forward(s->self, ctx, x, train, out);
     if (!st && (!*out || (*out)->ndim < 1 || (*out)->shape[0] != x->shape[0]))
         st = rt_error(ctx, RT_STATUS_ERR_PLUGIN, "forward returned no [N, ...] output for N = %lld",
@@ -215,11 +262,10 @@ rt_status rt_student_backward(rt_instance *s, rt_ctx *ctx, const rt_tensor *grad
     return done(s, ctx, s->desc->student->backward(s->self, ctx, grad_out, taps, ntaps, grad_in));
 }
 
-void rt_student_zero_grad(rt_instance *s)
+static void zero_grads(rt_instance *s, void (*zg)(void *))
 {
-    if (s->desc->kind != RT_KIND_STUDENT) return;
-    if (s->desc->student->zero_grad) {
-        s->desc->student->zero_grad(s->self);
+    if (zg) {
+        zg(s->self);
         return;
     }
     /* No ctx to report to: if the list cannot grow, the next backward
@@ -234,36 +280,78 @@ void rt_student_zero_grad(rt_instance *s)
         s->zg = g;
         s->zg_cap = n;
     }
-    n = s->desc->student->parameters(s->self, s->zg, s->zg_cap);
+    n = rt_instance_params(s, s->zg, s->zg_cap);
     for (int k = 0; k < n && k < s->zg_cap; k++)
         if (s->zg[k].grad) memset(s->zg[k].grad->data, 0, rt_tensor_nbytes(s->zg[k].grad));
     s->zg_failed = n > s->zg_cap; /* the count grew between two calls */
 }
 
-rt_status rt_teacher_forward(rt_instance *t, rt_ctx *ctx, const rt_tensor *x, rt_signal *out)
+void rt_student_zero_grad(rt_instance *s)
 {
+    if (s->desc->kind == RT_KIND_STUDENT) zero_grads(s, s->desc->student->zero_grad);
+}
+
+void rt_loss_zero_grad(rt_instance *l)
+{
+    if (l->desc->kind == RT_KIND_LOSS && l->desc->loss->parameters) zero_grads(l, l->desc->loss->zero_grad);
+}
+
+rt_status rt_teacher_forward_ids(rt_instance *t, rt_ctx *ctx, const rt_tensor *x, const rt_tensor *ids, rt_signal *out)
+{
+    char a[64], b[64];
     memset(out, 0, sizeof *out);
     if (check_kind(t, ctx, RT_KIND_TEACHER)) return rt_ctx_status(ctx);
-    if (check_arg(ctx, "input", x, RT_DTYPE_F32, 1)) return fail(t, ctx);
-    rt_status st = t->desc->teacher->forward(t->self, ctx, x, out);
+    if (!x) {
+        rt_error(ctx, RT_STATUS_ERR_ARG, "input is missing");
+        return fail(t, ctx);
+    }
+    if ((x->dtype != RT_DTYPE_F32 && x->dtype != RT_DTYPE_I32) || x->ndim < 1 || !rt_is_contiguous(x)) {
+        rt_error(ctx, RT_STATUS_ERR_SHAPE, "input must be contiguous f32 or i32 [N, ...], got %s %s",
+                 rt_dtype_name(x->dtype), rt_tensor_shape_str(x, a, sizeof a));
+        return fail(t, ctx);
+    }
+    if (ids && (check_arg(ctx, "sample ids", ids, RT_DTYPE_I64, 1) || ids->ndim != 1 || ids->shape[0] != x->shape[0])) {
+        if (ids->dtype == RT_DTYPE_I64)
+            rt_error(ctx, RT_STATUS_ERR_SHAPE, "sample ids %s vs input %s", rt_tensor_shape_str(ids, a, sizeof a),
+                     rt_tensor_shape_str(x, b, sizeof b));
+        return fail(t, ctx);
+    }
+    rt_batch batch = {.size = sizeof batch, .x = x, .ids = ids};
+    rt_status st = t->desc->teacher->forward(t->self, ctx, &batch, out);
     if (!st && !out->logits && !out->topk_ids)
         st = rt_error(ctx, RT_STATUS_ERR_PLUGIN, "forward returned neither logits nor top-k");
-    if (!st && out->logits && (out->logits->ndim != 2 || out->logits->shape[0] != x->shape[0]))
-        st = rt_error(ctx, RT_STATUS_ERR_PLUGIN, "forward returned logits that are not [N, C] for N = %lld",
+    if (!st && out->logits && (out->logits->ndim < 2 || out->logits->shape[0] != x->shape[0]))
+        st = rt_error(ctx, RT_STATUS_ERR_PLUGIN, "forward returned logits that are not [N, ..., C] for N = %lld",
                       (long long)x->shape[0]);
     return done(t, ctx, st);
 }
 
-/* What every loss may rely on: [N, C] f32 student logits; teacher logits of
- * the same shape when it needs a teacher; [N] i32 labels in [0, C) when it
- * needs targets. */
-static rt_status check_loss_in(rt_instance *l, rt_ctx *ctx, const rt_loss_in *in)
+rt_status rt_teacher_forward(rt_instance *t, rt_ctx *ctx, const rt_tensor *x, rt_signal *out)
+{
+    return rt_teacher_forward_ids(t, ctx, x, NULL, out);
+}
+
+int rt_loss_features(rt_instance *l, rt_feature_req *out, int max)
+{
+    if (l->desc->kind != RT_KIND_LOSS || !l->desc->loss->features) return 0;
+    return l->desc->loss->features(l->self, out, max);
+}
+
+int rt_loss_bound(const rt_instance *l) { return l->bound; }
+
+/* What every loss may rely on: [N, ..., C] f32 student output; teacher
+ * logits of the same shape when it needs a teacher; [N, ...] i32 labels in
+ * [0, C) when it needs targets; a [N, ...] i32 0/1 mask or none; the
+ * features it declared, [N, ...] f32; norm > 0 (filled in here when the
+ * caller left it 0: the count of real positions).  *in is the caller's
+ * copy, completed here. */
+static rt_status check_loss_in(rt_instance *l, rt_ctx *ctx, rt_loss_in *in, int backward)
 {
     char a[64], b[64];
     const rt_tensor *s = in->student;
     if (check_arg(ctx, "student logits", s, RT_DTYPE_F32, 2)) return RT_STATUS_ERR_SHAPE;
-    if (s->ndim != 2)
-        return rt_error(ctx, RT_STATUS_ERR_SHAPE, "student logits must be [N, C], got %s", rt_tensor_shape_str(s, a, sizeof a));
+    int64_t C = s->shape[s->ndim - 1], npos = 1; /* positions: the product of the leading dims */
+    for (int k = 0; k < s->ndim - 1; k++) npos *= s->shape[k];
     unsigned needs = l->desc->loss->needs;
     if (needs & RT_NEEDS_TEACHER) {
         if (!in->teacher) return rt_error(ctx, RT_STATUS_ERR_ARG, "needs a teacher signal and got none");
@@ -274,41 +362,93 @@ static rt_status check_loss_in(rt_instance *l, rt_ctx *ctx, const rt_loss_in *in
             return rt_error(ctx, RT_STATUS_ERR_SHAPE, "student logits %s vs teacher logits %s",
                             rt_tensor_shape_str(s, a, sizeof a), rt_tensor_shape_str(t, b, sizeof b));
     }
-    if (needs & RT_NEEDS_TARGET) {
-        const rt_tensor *y = in->target;
-        if (!y) return rt_error(ctx, RT_STATUS_ERR_ARG, "needs target labels and got none");
-        if (check_arg(ctx, "target labels", y, RT_DTYPE_I32, 1)) return RT_STATUS_ERR_SHAPE;
-        if (y->ndim != 1 || y->shape[0] != s->shape[0])
-            return rt_error(ctx, RT_STATUS_ERR_SHAPE, "student logits %s vs target labels %s",
-                            rt_tensor_shape_str(s, a, sizeof a), rt_tensor_shape_str(y, b, sizeof b));
+    /* target and mask: [N, ...], the student's shape without C */
+    const rt_tensor *pos[2] = {needs & RT_NEEDS_TARGET ? in->target : NULL, in->mask};
+    const char *pname[2] = {"target labels", "mask"};
+    if ((needs & RT_NEEDS_TARGET) && !in->target) return rt_error(ctx, RT_STATUS_ERR_ARG, "needs target labels and got none");
+    for (int k = 0; k < 2; k++) {
+        const rt_tensor *y = pos[k];
+        if (!y) continue;
+        if (check_arg(ctx, pname[k], y, RT_DTYPE_I32, 1)) return RT_STATUS_ERR_SHAPE;
+        int same = y->ndim == s->ndim - 1;
+        for (int d = 0; same && d < y->ndim; d++) same = y->shape[d] == s->shape[d];
+        if (!same)
+            return rt_error(ctx, RT_STATUS_ERR_SHAPE, "student logits %s vs %s %s (want the logits' shape without C)",
+                            rt_tensor_shape_str(s, a, sizeof a), pname[k], rt_tensor_shape_str(y, b, sizeof b));
         const int32_t *yy = rt_i32(y);
-        for (int64_t i = 0; i < y->shape[0]; i++)
-            if (yy[i] < 0 || yy[i] >= s->shape[1])
-                return rt_error(ctx, RT_STATUS_ERR_ARG, "target label %d at row %lld is outside [0, %lld)", yy[i],
-                                (long long)i, (long long)s->shape[1]);
+        for (int64_t i = 0; i < npos; i++) {
+            if (k == 0 && (yy[i] < 0 || yy[i] >= C) && !(in->mask && !rt_i32(in->mask)[i]))
+                return rt_error(ctx, RT_STATUS_ERR_ARG, "target label %d at %s %lld is outside [0, %lld)", yy[i],
+                                s->ndim == 2 ? "row" : "position", (long long)i, (long long)C);
+            if (k == 1 && yy[i] != 0 && yy[i] != 1)
+                return rt_error(ctx, RT_STATUS_ERR_ARG, "mask value %d at position %lld is not 0 or 1", yy[i],
+                                (long long)i);
+        }
     }
+    int64_t real = npos; /* this batch's real positions */
+    if (in->mask) {
+        real = 0;
+        for (int64_t i = 0; i < npos; i++) real += rt_i32(in->mask)[i];
+    }
+    if (in->norm == 0) in->norm = (double)real;
+    if (!(in->norm >= 0) || in->norm > 1e15)
+        return rt_error(ctx, RT_STATUS_ERR_ARG, "norm %g must be a count of positions >= 0", in->norm);
+    if (in->norm < (double)real)
+        return rt_error(ctx, RT_STATUS_ERR_ARG,
+                        "norm %g is less than the %lld real positions of this batch (it counts the whole global "
+                        "batch)", in->norm, (long long)real);
+    int nf = rt_loss_features(l, NULL, 0);
+    if (nf != in->nfeatures || (nf && !in->features))
+        return rt_error(ctx, RT_STATUS_ERR_ARG, "declares %d feature%s and was given %d", nf, nf == 1 ? "" : "s",
+                        in->features ? in->nfeatures : 0);
+    for (int k = 0; k < nf; k++) {
+        char what[48];
+        snprintf(what, sizeof what, "feature %d", k);
+        if (check_arg(ctx, what, in->features[k], RT_DTYPE_F32, 1)) return RT_STATUS_ERR_SHAPE;
+        if (in->features[k]->shape[0] != s->shape[0])
+            return rt_error(ctx, RT_STATUS_ERR_SHAPE, "student logits %s vs %s %s", rt_tensor_shape_str(s, a, sizeof a),
+                            what, rt_tensor_shape_str(in->features[k], b, sizeof b));
+        rt_tensor *g = backward && in->feature_grads ? in->feature_grads[k] : NULL;
+        if (g && (check_arg(ctx, "feature gradient", g, RT_DTYPE_F32, 1) || !rt_tensor_same_shape(g, in->features[k])))
+            return rt_error(ctx, RT_STATUS_ERR_SHAPE, "%s %s vs its gradient %s", what,
+                            rt_tensor_shape_str(in->features[k], a, sizeof a), rt_tensor_shape_str(g, b, sizeof b));
+    }
+    if (!backward) in->feature_grads = NULL;
+    in->size = sizeof *in;
     return RT_STATUS_OK;
 }
 
-rt_status rt_loss_forward(rt_instance *l, rt_ctx *ctx, const rt_loss_in *in, double *value)
+/* bind runs once, before the first forward or backward reaches the plugin. */
+static rt_status bind_once(rt_instance *l, rt_ctx *ctx, const rt_loss_in *in)
+{
+    if (l->bound || !l->desc->loss->bind) return RT_STATUS_OK;
+    rt_status st = l->desc->loss->bind(l->self, ctx, in);
+    if (!st) l->bound = 1;
+    return st;
+}
+
+rt_status rt_loss_forward(rt_instance *l, rt_ctx *ctx, const rt_loss_in *in0, double *value)
 {
     *value = 0;
     if (check_kind(l, ctx, RT_KIND_LOSS)) return rt_ctx_status(ctx);
-    if (check_loss_in(l, ctx, in)) return fail(l, ctx);
-    return done(l, ctx, l->desc->loss->forward(l->self, ctx, in, value));
+    rt_loss_in in = *in0;
+    if (check_loss_in(l, ctx, &in, 0) || bind_once(l, ctx, &in)) return fail(l, ctx);
+    return done(l, ctx, l->desc->loss->forward(l->self, ctx, &in, value));
 }
 
-rt_status rt_loss_backward(rt_instance *l, rt_ctx *ctx, const rt_loss_in *in, float scale, rt_tensor *grad)
+rt_status rt_loss_backward(rt_instance *l, rt_ctx *ctx, const rt_loss_in *in0, float scale, rt_tensor *grad)
 {
     char a[64], b[64];
     if (check_kind(l, ctx, RT_KIND_LOSS)) return rt_ctx_status(ctx);
-    if (check_loss_in(l, ctx, in) || check_arg(ctx, "gradient", grad, RT_DTYPE_F32, 2)) return fail(l, ctx);
-    if (!rt_tensor_same_shape(grad, in->student)) {
+    rt_loss_in in = *in0;
+    if (check_loss_in(l, ctx, &in, 1) || check_arg(ctx, "gradient", grad, RT_DTYPE_F32, 2)) return fail(l, ctx);
+    if (!rt_tensor_same_shape(grad, in.student)) {
         rt_error(ctx, RT_STATUS_ERR_SHAPE, "gradient %s vs student logits %s", rt_tensor_shape_str(grad, a, sizeof a),
-                 rt_tensor_shape_str(in->student, b, sizeof b));
+                 rt_tensor_shape_str(in.student, b, sizeof b));
         return fail(l, ctx);
     }
-    return done(l, ctx, l->desc->loss->backward(l->self, ctx, in, scale, grad));
+    if (bind_once(l, ctx, &in)) return fail(l, ctx);
+    return done(l, ctx, l->desc->loss->backward(l->self, ctx, &in, scale, grad));
 }
 
 /* The options JSON with one number option replaced: a new string (free
@@ -389,6 +529,7 @@ int rt_instance_params(rt_instance *i, rt_param *out, int max)
     case RT_KIND_STUDENT: return i->desc->student->parameters(i->self, out, max);
     case RT_KIND_TEACHER:
         return i->desc->teacher->parameters ? i->desc->teacher->parameters(i->self, out, max) : 0;
+    case RT_KIND_LOSS: return i->desc->loss->parameters ? i->desc->loss->parameters(i->self, out, max) : 0;
     default: return 0;
     }
 }
@@ -432,6 +573,46 @@ rt_tensor *rt_instance_feature(rt_instance *i, const char *name)
                                             : i->desc->kind == RT_KIND_TEACHER ? i->desc->teacher->feature
                                                                                : NULL;
     return f ? f(i->self, name) : NULL;
+}
+
+const void *rt_instance_extension(rt_instance *i, const char *name)
+{
+    return name && i->desc->extension ? i->desc->extension(name) : NULL;
+}
+
+int rt_instance_features(rt_instance *i, const char **out, int max)
+{
+    int (*f)(void *, const char **, int) = i->desc->kind == RT_KIND_STUDENT   ? i->desc->student->features
+                                           : i->desc->kind == RT_KIND_TEACHER ? i->desc->teacher->features
+                                                                              : NULL;
+    return f ? f(i->self, out, max) : 0;
+}
+
+rt_status rt_instance_record(rt_instance *i, rt_ctx *ctx, const char *name, int on)
+{
+    rt_status (*f)(void *, rt_ctx *, const char *, int) = i->desc->kind == RT_KIND_STUDENT ? i->desc->student->record
+                                                          : i->desc->kind == RT_KIND_TEACHER
+                                                              ? i->desc->teacher->record
+                                                              : NULL;
+    if (!f) {
+        rt_error(ctx, RT_STATUS_ERR_ARG, "records no features (asked for '%s')", name ? name : "?");
+        return fail(i, ctx);
+    }
+    if (!name) {
+        rt_error(ctx, RT_STATUS_ERR_ARG, "feature name is missing");
+        return fail(i, ctx);
+    }
+    rt_status st = f(i->self, ctx, name, on);
+    if (st) {
+        const char *names[16];
+        int n = f ? rt_instance_features(i, names, 16) : 0;
+        char list[256] = "";
+        size_t len = 0;
+        for (int k = 0; k < n && k < 16 && len < sizeof list - 70; k++)
+            len += (size_t)snprintf(list + len, sizeof list - len, "%s%.60s", k ? ", " : "", names[k]);
+        rt_error_prefix(ctx, "feature '%s' (it has: %s%s)", name, n ? list : "none", n > 16 ? ", ..." : "");
+    }
+    return done(i, ctx, st);
 }
 
 /* ---------------------------------------------------------- save and load */
@@ -616,6 +797,16 @@ static rt_status api_params_load(rt_ctx *ctx, rt_instance *inst, const char *pat
     return rt_instance_load(inst, ctx, path);
 }
 
+static rt_status api_teacher_forward(rt_instance *t, rt_ctx *ctx, const rt_batch *b, rt_signal *out)
+{
+    if (!b) {
+        memset(out, 0, sizeof *out);
+        return rt_error(ctx, RT_STATUS_ERR_ARG, "teacher_forward: no batch");
+    }
+    return rt_teacher_forward_ids(t, ctx, b->x, b->size >= offsetof(rt_batch, ids) + sizeof b->ids ? b->ids : NULL,
+                                  out);
+}
+
 static const rt_api host_api = {
     .abi_major = RT_ABI_MAJOR,
     .abi_minor = RT_ABI_MINOR,
@@ -651,6 +842,19 @@ static const rt_api host_api = {
     .checkpoint_meta = api_checkpoint_meta,
     .log_softmax_f64 = rt_log_softmax_f64,
     .instance_from_checkpoint = api_instance_from_checkpoint,
+    .tensor_view = rt_tensor_view,
+    .tensor_narrow = rt_tensor_narrow,
+    .tensor_reshape = rt_tensor_reshape,
+    .student_forward = rt_student_forward,
+    .student_backward = rt_student_backward,
+    .teacher_forward = api_teacher_forward,
+    .instance_params = rt_instance_params,
+    .instance_feature = rt_instance_feature,
+    .instance_flops = rt_instance_flops,
+    .instance_input_spec = rt_instance_input_spec,
+    .instance_record = rt_instance_record,
+    .instance_features = rt_instance_features,
+    .instance_extension = rt_instance_extension,
 };
 
 const rt_api *rt_host_api(void) { return &host_api; }

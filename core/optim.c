@@ -165,6 +165,7 @@ static rt_status check_params(rt_ctx *ctx, const rt_param *params, int n)
         if (!p->name || !p->value)
             return rt_error(ctx, RT_STATUS_ERR_ARG, "optimizer: parameter %d ('%s') has no %s", i, name,
                             p->name ? "value" : "name");
+        if (p->role != RT_ROLE_TRAINABLE) continue; /* buffers and frozen: never optimized */
         if (p->value->dtype != RT_DTYPE_F32 || !rt_is_contiguous(p->value))
             return rt_error(ctx, RT_STATUS_ERR_ARG, "optimizer: parameter '%s' %s must be contiguous f32",
                             name, rt_tensor_shape_str(p->value, a, sizeof a));
@@ -201,7 +202,7 @@ static rt_status tie_build(const rt_optim *o, rt_ctx *ctx, const rt_param *param
         d->ndim = p->value->ndim;
         memcpy(d->shape, p->value->shape, sizeof d->shape);
         d->first_state = -1;
-        if (!per || !p->grad) continue;
+        if (!per || !p->grad || p->role != RT_ROLE_TRAINABLE) continue;
         d->first_state = t->nstate;
         for (int s = 0; s < per; s++) {
             if (!(t->names[t->nstate] = cat(p->name, suffix[s]))) goto nomem;
@@ -363,7 +364,7 @@ rt_status rt_optim_step(rt_optim *o, rt_ctx *ctx, const rt_param *params, int n,
     float wd = c->weight_decay;
     for (int i = 0; i < n; i++) {
         const rt_param *pr = &params[i];
-        if (!pr->grad) continue;
+        if (!pr->grad || pr->role != RT_ROLE_TRAINABLE) continue;
         float *p = rt_f32(pr->value);
         const float *g = rt_f32(pr->grad);
         int64_t len = rt_numel(pr->value);

@@ -91,7 +91,7 @@ static const rt_plugin_desc *find(const rt_registry *r, rt_kind kind, const char
 rt_status rt_check_desc(rt_ctx *ctx, const rt_plugin_desc *d)
 {
     const char *n = d->name ? d->name : "(null)";
-    if (d->size < offsetof(rt_plugin_desc, loss) + sizeof(void *))
+    if (d->size < offsetof(rt_plugin_desc, extension) + sizeof(void *))
         return rt_error(ctx, RT_STATUS_ERR_PLUGIN, "descriptor '%s' has size %u, smaller than ABI %d.0's", n,
                         d->size, RT_ABI_MAJOR);
     if (!valid_name(d->name))
@@ -106,16 +106,24 @@ rt_status rt_check_desc(rt_ctx *ctx, const rt_plugin_desc *d)
     switch (d->kind) {
     case RT_KIND_STUDENT:
         if (!d->student) missing = "the student vtable";
+        else if (d->student->size < offsetof(rt_student_vt, record) + sizeof(void *))
+            missing = "a student vtable of ABI 2.0's size (set .size = sizeof(rt_student_vt))";
         else if (!d->student->forward) missing = "student.forward";
         else if (!d->student->backward) missing = "student.backward";
         else if (!d->student->parameters) missing = "student.parameters";
+        else if (!d->student->input_spec) missing = "student.input_spec";
+        else if (!d->student->features != !d->student->record) missing = "student.features and .record (both or neither)";
         break;
     case RT_KIND_TEACHER:
         if (!d->teacher) missing = "the teacher vtable";
+        else if (d->teacher->size < offsetof(rt_teacher_vt, record) + sizeof(void *))
+            missing = "a teacher vtable of ABI 2.0's size (set .size = sizeof(rt_teacher_vt))";
         else if (!d->teacher->forward) missing = "teacher.forward";
         break;
     case RT_KIND_LOSS:
         if (!d->loss) missing = "the loss vtable";
+        else if (d->loss->size < offsetof(rt_loss_vt, zero_grad) + sizeof(void *))
+            missing = "a loss vtable of ABI 2.0's size (set .size = sizeof(rt_loss_vt))";
         else if (!d->loss->forward) missing = "loss.forward";
         else if (!d->loss->backward) missing = "loss.backward";
         break;

@@ -33,6 +33,7 @@ struct rt_instance {
     rt_param *zg;
     int zg_cap;
     int zg_failed; /* the last zero_grad could not grow zg: backward refuses */
+    int bound;     /* a loss's bind has run */
 };
 
 #endif

@@ -476,6 +476,24 @@ rt_status rt_student_backward(rt_instance *s, rt_ctx *ctx,
 void rt_student_zero_grad(rt_instance *s);
 rt_status rt_teacher_forward(rt_instance *t, rt_ctx *ctx, const rt_tensor *x,
                              rt_signal *out);
+/* As rt_teacher_forward with the batch's sample ids (i64 [N] or NULL). */
+rt_status rt_teacher_forward_ids(rt_instance *t, rt_ctx *ctx, const rt_tensor *x, const rt_tensor *ids,
+                                 rt_signal *out);
+/* Zeroes a loss's own parameter gradients (no-op without parameters). */
+void rt_loss_zero_grad(rt_instance *l);
+/* The features a loss reads (up to max into out; the total returned). */
+int rt_loss_features(rt_instance *l, rt_feature_req *out, int max);
+/* Whether the loss's bind has run (it runs on the first checked call). */
+int rt_loss_bound(const rt_instance *l);
+/* A student's input spec (0 and zeroed for other kinds). */
+int rt_instance_input_spec(rt_instance *i, rt_spec *out);
+/* Feature names a student or teacher can record (total returned). */
+int rt_instance_features(rt_instance *i, const char **out, int max);
+/* An optional capability of the instance's plugin by name (desc.extension),
+ * or NULL when it has none. */
+const void *rt_instance_extension(rt_instance *i, const char *name);
+/* Turns recording of a feature on or off; an error names the known ones. */
+rt_status rt_instance_record(rt_instance *i, rt_ctx *ctx, const char *name, int on);
 rt_status rt_loss_forward(rt_instance *l, rt_ctx *ctx, const rt_loss_in *in,
                           double *value);
 rt_status rt_loss_backward(rt_instance *l, rt_ctx *ctx, const rt_loss_in *in,
@@ -488,7 +506,7 @@ rt_status rt_loss_set(rt_instance *l, rt_ctx *ctx, const char *name,
  * rt_instance_options() reports the value in force.  On error (value not
  * JSON, out of memory) the recorded options are unchanged. */
 rt_status rt_instance_record_option(rt_instance *i, rt_ctx *ctx, const char *name, const char *value_json);
-/* Parameters of a student or teacher (teacher: may be 0).  Borrowed. */
+/* Parameters of a student, teacher or loss (may be 0).  Borrowed. */
 int rt_instance_params(rt_instance *i, rt_param *out, int max);
 /* How many parameters rt_instance_params would list. */
 int rt_instance_param_count(rt_instance *i);

@@ -9,11 +9,29 @@
  * and `make check-plugins` enforces that with nm.
  *
  * Versioning: RT_ABI_MAJOR changes when anything here changes incompatibly;
- * the host refuses a plugin built against another major.  RT_ABI_MINOR grows
- * when functions are appended to rt_api or fields to the end of a struct; a
- * plugin built against a newer minor than the host's is refused too (it may
- * call what the host lacks).  Structs that cross the boundary and may grow
- * carry their own `size`.
+ * the host refuses a plugin built against another major, naming both.
+ * RT_ABI_MINOR grows when functions are appended to rt_api or fields to the
+ * end of a struct; a plugin built against a newer minor than the host's is
+ * refused too (it may call what the host lacks).  Every vtable, the
+ * descriptor, rt_api, rt_batch and rt_loss_in carry their writer's `size`,
+ * so a reader knows which members the writer had: members past `size` read
+ * as absent (NULL / 0).
+ * Optional capabilities that do not deserve a vtable slot are reached by
+ * name through rt_plugin_desc.extension (LV2's extension_data), so adding
+ * one needs no new major.
+ *
+ * ABI 2.0 (docs/abi.md is the guided tour, this header the specification):
+ *  - students declare their input (rt_spec: dtype f32 or i32, per-sample
+ *    shape) and the host checks every input against it;
+ *  - outputs are [N, ..., C]; losses get a mask and a host-computed `norm`
+ *    (count of real positions over the whole global batch), and every loss
+ *    reduces as   value = sum over real positions / norm;
+ *  - named features: students and teachers list theirs, losses declare the
+ *    ones they read, and may send gradients into student features (taps);
+ *  - losses may own parameters (bind gives them the shapes first);
+ *  - parameters have roles: trainable, buffer (saved, not trained), frozen;
+ *  - teachers receive sample ids (rt_batch) for caches and remote lookups;
+ *  - rt_api offers checked calls into other instances, tensor views, i64.
  *
  * Conventions
  *  - Shapes are batch-first: every tensor a plugin receives is [N, ...].
@@ -38,16 +56,18 @@
 extern "C" {
 #endif
 
-#define RT_ABI_MAJOR 1
-#define RT_ABI_MINOR 2
+#define RT_ABI_MAJOR 2
+#define RT_ABI_MINOR 0
 #define RT_MAX_DIMS 6
 
 #if defined(__GNUC__)
 #define RT_PRINTF(f, a) __attribute__((format(printf, f, a)))
 #define RT_EXPORT __attribute__((visibility("default")))
+#define RT_MAYBE_UNUSED __attribute__((unused))
 #else
 #define RT_PRINTF(f, a)
 #define RT_EXPORT
+#define RT_MAYBE_UNUSED
 #endif
 
 typedef enum rt_status {
@@ -62,7 +82,15 @@ typedef enum rt_status {
     RT_STATUS_ERR_STATE    /* call out of order (backward before forward) */
 } rt_status;
 
-typedef enum rt_dtype { RT_DTYPE_F32 = 0, RT_DTYPE_I32 = 1 } rt_dtype;
+/* Element types.  BF16 and F16 are reserved: no host call creates them yet,
+ * and the host refuses them as inputs, but their numbers will not change. */
+typedef enum rt_dtype {
+    RT_DTYPE_F32 = 0,
+    RT_DTYPE_I32 = 1,
+    RT_DTYPE_I64 = 2,
+    RT_DTYPE_BF16 = 3, /* reserved */
+    RT_DTYPE_F16 = 4   /* reserved */
+} rt_dtype;
 
 typedef enum rt_kind {
     RT_KIND_TEACHER = 1,
@@ -105,6 +133,7 @@ static inline int64_t rt_numel(const rt_tensor *t)
 
 static inline float *rt_f32(const rt_tensor *t) { return (float *)t->data; }
 static inline int32_t *rt_i32(const rt_tensor *t) { return (int32_t *)t->data; }
+static inline int64_t *rt_i64(const rt_tensor *t) { return (int64_t *)t->data; }
 
 /* Elements per row when the tensor is viewed as [shape[0], rest]. */
 static inline int64_t rt_row_size(const rt_tensor *t)
@@ -112,6 +141,14 @@ static inline int64_t rt_row_size(const rt_tensor *t)
     int64_t n = 1;
     for (int i = 1; i < t->ndim; i++) n *= t->shape[i];
     return n;
+}
+
+static inline int rt_same_shape(const rt_tensor *a, const rt_tensor *b)
+{
+    if (a->ndim != b->ndim) return 0;
+    for (int i = 0; i < a->ndim; i++)
+        if (a->shape[i] != b->shape[i]) return 0;
+    return 1;
 }
 
 static inline int rt_is_contiguous(const rt_tensor *t)
@@ -140,14 +177,29 @@ typedef struct rt_instance rt_instance; /* opaque: a live plugin object   */
 
 /* ------------------------------------------------------------ plugin kinds */
 
-/* A named parameter of a student (or teacher).  Names follow PyTorch
- * state_dict naming ("layers.0.weight").  All three fields are borrowed from
- * the plugin and stay valid until it is destroyed.  grad is NULL for frozen
- * parameters (teachers). */
+/* What the run does with a parameter.
+ *   TRAINABLE  the optimizer updates it from grad; checkpoints save it.
+ *   BUFFER     state the plugin updates itself (batch-norm running mean,
+ *              num_batches_tracked as i64): saved and loaded, never given to
+ *              the optimizer; grad is NULL.
+ *   FROZEN     loaded, not trained (a teacher's weights, a fixed embedding);
+ *              grad may be NULL. */
+typedef enum rt_role {
+    RT_ROLE_TRAINABLE = 0,
+    RT_ROLE_BUFFER = 1,
+    RT_ROLE_FROZEN = 2
+} rt_role;
+
+/* A named parameter of a student, teacher or loss.  Names follow PyTorch
+ * state_dict naming ("layers.0.weight").  name, value and grad are borrowed
+ * from the plugin and stay valid until it is destroyed.  grad is NULL for
+ * buffers and frozen parameters.  A zero role is TRAINABLE, so designated
+ * initialisers may leave it out. */
 typedef struct rt_param {
     const char *name;
     rt_tensor *value;
     rt_tensor *grad;
+    rt_role role;
 } rt_param;
 
 /* An extra gradient flowing into a named feature of a student (hint losses):
@@ -157,14 +209,31 @@ typedef struct rt_tap {
     const rt_tensor *grad; /* same shape as the feature */
 } rt_tap;
 
+/* What a student takes, per sample: x is [N, shape[0], ..., shape[ndim-1]]
+ * of dtype.  A 0 in shape is "any length" (a sequence dimension).  flat != 0
+ * accepts any per-sample shape with the same element count (an mlp that
+ * takes [N, 784] or [N, 28, 28]).  ndim < 0: any per-sample shape, only
+ * the dtype is checked.  The host checks every input against it
+ * and the gradient checker builds its inputs from it (i32 inputs as token
+ * ids in [0, vocab) when vocab > 0). */
+typedef struct rt_spec {
+    rt_dtype dtype;
+    int ndim;
+    int64_t shape[RT_MAX_DIMS - 1];
+    int flat;
+    int64_t vocab; /* i32 inputs: ids must lie in [0, vocab); 0 = unchecked */
+} rt_spec;
+
 typedef struct rt_student_vt {
-    /* x [N, ...] f32 -> *out [N, C] f32.  *out is borrowed and valid until
-     * the next forward.  train != 0 enables dropout and records what
-     * backward needs. */
+    uint32_t size; /* sizeof(rt_student_vt) */
+    /* x [N, ...] (as the spec says) -> *out [N, ..., C] f32.  *out is
+     * borrowed and valid until the next forward.  train != 0 enables
+     * dropout and records what backward needs. */
     rt_status (*forward)(void *self, rt_ctx *ctx, const rt_tensor *x,
                          int train, rt_tensor **out);
-    /* grad_out [N, C] (the gradient of the loss wrt the last forward's out).
-     * ACCUMULATES parameter gradients.  taps may be NULL (ntaps 0).
+    /* grad_out [N, ..., C] (the gradient of the loss wrt the last forward's
+     * out).  ACCUMULATES parameter gradients.  taps may be NULL (ntaps 0):
+     * each adds a gradient to a named feature as backward passes it.
      * grad_in: if non-NULL, receives a borrowed [N, ...] gradient wrt x. */
     rt_status (*backward)(void *self, rt_ctx *ctx, const rt_tensor *grad_out,
                           const rt_tap *taps, int ntaps, rt_tensor **grad_in);
@@ -178,53 +247,132 @@ typedef struct rt_student_vt {
     rt_tensor *(*feature)(void *self, const char *name);
     /* Optional.  Floating-point operations of one forward, per sample. */
     int64_t (*flops)(void *self);
+    /* ---- ABI 2.0 ---- */
+    /* Required.  The input this instance takes (options decide it). */
+    void (*input_spec)(void *self, rt_spec *out);
+    /* Optional.  The names of the features this instance can record
+     * (up to max into out, the total returned), e.g. "layers.0".  A
+     * feature is recorded by a forward only after record(name, 1): the
+     * run asks for the ones its losses need, nothing else is kept. */
+    int (*features)(void *self, const char **out, int max);
+    /* Optional (with features).  Turns recording of one feature on or off;
+     * an unknown name is an error.  Tapping a feature needs it recorded. */
+    rt_status (*record)(void *self, rt_ctx *ctx, const char *name, int on);
 } rt_student_vt;
 
 /* What a teacher hands to the losses.  Dense logits, or a sparse top-k
  * (ids, log-probabilities and the log of the tail mass).  All borrowed from
  * the teacher, valid until its next forward.  Unused members are NULL. */
 typedef struct rt_signal {
-    rt_tensor *logits;    /* [N, C] f32 */
-    rt_tensor *topk_ids;  /* [N, K] i32 */
-    rt_tensor *topk_logp; /* [N, K] f32 */
-    rt_tensor *tail_logp; /* [N]    f32 */
+    rt_tensor *logits;    /* [N, ..., C] f32, the student's output shape */
+    rt_tensor *topk_ids;  /* [N, ..., K] i32 */
+    rt_tensor *topk_logp; /* [N, ..., K] f32 */
+    rt_tensor *tail_logp; /* [N, ...]    f32 */
 } rt_signal;
 
+/* One batch as a teacher sees it.  ids are the dataset's row numbers of the
+ * N samples (i64 [N], 0-based), or NULL when the rows have none (a tensor
+ * given by hand): a cache or a remote teacher looks rows up by them. */
+typedef struct rt_batch {
+    uint32_t size; /* sizeof(rt_batch) of the host */
+    const rt_tensor *x;   /* [N, ...] */
+    const rt_tensor *ids; /* [N] i64 or NULL */
+} rt_batch;
+
 typedef struct rt_teacher_vt {
-    /* x [N, ...] -> *out.  Teachers are frozen: no backward. */
-    rt_status (*forward)(void *self, rt_ctx *ctx, const rt_tensor *x,
+    uint32_t size; /* sizeof(rt_teacher_vt) */
+    /* batch -> *out.  Teachers are frozen: no backward. */
+    rt_status (*forward)(void *self, rt_ctx *ctx, const rt_batch *batch,
                          rt_signal *out);
-    /* Optional: as rt_student_vt.parameters, grads NULL. */
+    /* Optional: as rt_student_vt.parameters, roles FROZEN or BUFFER. */
     int (*parameters)(void *self, rt_param *out, int max);
-    /* Optional: as rt_student_vt.feature / flops. */
+    /* Optional: as rt_student_vt.feature / flops / features / record. */
     rt_tensor *(*feature)(void *self, const char *name);
     int64_t (*flops)(void *self);
+    int (*features)(void *self, const char **out, int max);
+    rt_status (*record)(void *self, rt_ctx *ctx, const char *name, int on);
 } rt_teacher_vt;
 
-/* What a loss sees.  student [N, C] f32 logits; teacher NULL unless the loss
- * needs it; target [N] i32 labels or NULL.  epoch and step count from 0. */
+/* Where a declared feature comes from. */
+#define RT_FROM_STUDENT 0
+#define RT_FROM_TEACHER 1
+
+/* One feature a loss reads: the k-th entry of its features() list is
+ * in->features[k], and for student features in->feature_grads[k]. */
+typedef struct rt_feature_req {
+    const char *name; /* borrowed from the loss, valid while it lives */
+    int from;         /* RT_FROM_STUDENT or RT_FROM_TEACHER */
+} rt_feature_req;
+
+/* What a loss sees.  Positions: the student's output is [N, ..., C]; a
+ * position is one index of its leading dims [N, ...] (a sample for [N, C],
+ * a token for [N, T, C]).
+ *   student   [N, ..., C] f32 output
+ *   teacher   the teacher's signal (logits of the student's shape), or NULL
+ *             unless the loss needs it
+ *   target    [N, ...] i32 labels in [0, C), or NULL unless needed
+ *   mask      [N, ...] i32, 1 = real position, 0 = padding; NULL = all real.
+ *             Losses skip masked positions in value and gradient.
+ *   norm      the count of real positions over the whole global batch
+ *             (all processes of a sharded step), computed by the host.  A
+ *             loss's value is (sum over its real positions) / norm, so the
+ *             shards of a batch sum to the single-process value.  With no
+ *             mask and one process: N for [N, C], N*T for [N, T, C].
+ *             Callers may leave it 0: the checked call fills it in.
+ *   features  the features the loss declared, in declared order (borrowed,
+ *             [N, ...] f32), NULL when the loss declared none
+ *   feature_grads  backward only: per declared feature, a zeroed-or-
+ *             accumulating gradient of that student feature's shape that the
+ *             loss adds scale * d(loss)/d(feature) to (the run routes it into
+ *             the student's backward as a tap); NULL for teacher features and
+ *             in forward.
+ * epoch and step count from 0. */
 typedef struct rt_loss_in {
     const rt_tensor *student;
     const rt_signal *teacher;
     const rt_tensor *target;
     int64_t epoch;
     int64_t step;
+    /* ---- ABI 2.0 ---- */
+    uint32_t size; /* sizeof(rt_loss_in) of the host; 0 from old callers */
+    const rt_tensor *mask;
+    double norm;
+    const rt_tensor *const *features;
+    rt_tensor *const *feature_grads;
+    int nfeatures;
 } rt_loss_in;
 
 #define RT_NEEDS_TEACHER 1u
 #define RT_NEEDS_TARGET 2u
 
 typedef struct rt_loss_vt {
+    uint32_t size;  /* sizeof(rt_loss_vt) */
     unsigned needs; /* RT_NEEDS_* bits: the host checks before calling */
-    /* *value = the loss, reduced as the plugin's header block says. */
+    /* *value = (sum over real positions) / in->norm (see rt_loss_in). */
     rt_status (*forward)(void *self, rt_ctx *ctx, const rt_loss_in *in,
                          double *value);
-    /* grad [N, C] += scale * d(loss)/d(student logits). */
+    /* grad [N, ..., C] += scale * d(loss)/d(student output); for declared
+     * student features, in->feature_grads[k] += scale * d(loss)/d(feature).
+     * Masked positions get nothing. */
     rt_status (*backward)(void *self, rt_ctx *ctx, const rt_loss_in *in,
                           float scale, rt_tensor *grad);
     /* Optional.  Changes a number option between steps (schedules):
      * the host has checked name, type and range against the schema. */
     rt_status (*set)(void *self, rt_ctx *ctx, const char *name, double value);
+    /* ---- ABI 2.0 ---- */
+    /* Optional.  The features this instance reads (up to max into out, the
+     * total returned); the host checks that they exist before binding. */
+    int (*features)(void *self, rt_feature_req *out, int max);
+    /* Optional.  Called once before the first forward with the first
+     * batch's inputs (shapes of the output and of every declared feature):
+     * a loss that owns parameters sizes and initialises them here. */
+    rt_status (*bind)(void *self, rt_ctx *ctx, const rt_loss_in *in);
+    /* Optional.  The loss's own parameters (a FitNet regressor), as
+     * rt_student_vt.parameters: trained by the run's optimizer and saved in
+     * checkpoints under "loss.<term>.".  Valid after bind. */
+    int (*parameters)(void *self, rt_param *out, int max);
+    /* Optional.  As rt_student_vt.zero_grad; the host memsets when NULL. */
+    void (*zero_grad)(void *self);
 } rt_loss_vt;
 
 /* ---------------------------------------------------------------- options */
@@ -269,6 +417,11 @@ typedef struct rt_plugin_desc {
     const rt_student_vt *student;
     const rt_teacher_vt *teacher;
     const rt_loss_vt *loss;
+    /* ---- ABI 2.0 ---- */
+    /* Optional.  An optional capability by name ("rt.state_hooks", ...), a
+     * struct the capability's documentation defines and that starts with its
+     * own uint32_t size, or NULL when the plugin lacks it. */
+    const void *(*extension)(const char *name);
 } rt_plugin_desc;
 
 #define RT_DESC_INIT(kind_, name_, version_, summary_)                        \
@@ -362,14 +515,50 @@ typedef struct rt_api {
     rt_status (*checkpoint_meta)(rt_ctx *ctx, const char *path,
                                  const char *key, char *buf, size_t len);
 
-    /* ---- ABI 1.1 ---- */
     /* out[N,C] = log_softmax(x / T) per row in double precision, for
      * losses whose float32 terms cancel (a KL at large T).  -inf entries
      * give -inf. */
     void (*log_softmax_f64)(const float *x, double *out, int64_t N,
                             int64_t C, double T);
 
-    /* ---- ABI 1.2 ---- */
+    /* ---- ABI 2.0 ---- */
+    /* Views: new references to headers that share t's storage (writes go
+     * through), NULL with an error in ctx when the request leaves t.
+     * view: any shape and strides (elements) from t's data + offset.
+     * narrow: `len` indices of dimension dim from `start`.
+     * reshape: a contiguous t under a shape of the same element count. */
+    rt_tensor *(*tensor_view)(rt_ctx *ctx, rt_tensor *t, int ndim,
+                              const int64_t *shape, const int64_t *stride,
+                              int64_t offset);
+    rt_tensor *(*tensor_narrow)(rt_ctx *ctx, rt_tensor *t, int dim,
+                                int64_t start, int64_t len);
+    rt_tensor *(*tensor_reshape)(rt_ctx *ctx, rt_tensor *t, int ndim,
+                                 const int64_t *shape);
+    /* Checked calls into another instance (an ensemble or a model teacher):
+     * the same checks, error prefixes and scratch rules as the host's own
+     * calls.  Errors are prefixed with the inner instance's kind and name. */
+    rt_status (*student_forward)(rt_instance *s, rt_ctx *ctx,
+                                 const rt_tensor *x, int train,
+                                 rt_tensor **out);
+    rt_status (*student_backward)(rt_instance *s, rt_ctx *ctx,
+                                  const rt_tensor *grad_out,
+                                  const rt_tap *taps, int ntaps,
+                                  rt_tensor **grad_in);
+    rt_status (*teacher_forward)(rt_instance *t, rt_ctx *ctx,
+                                 const rt_batch *batch, rt_signal *out);
+    /* The instance's parameters, as its vtable's parameters(). */
+    int (*instance_params)(rt_instance *inst, rt_param *out, int max);
+    rt_tensor *(*instance_feature)(rt_instance *inst, const char *name);
+    int64_t (*instance_flops)(rt_instance *inst);
+    /* A student's input spec; 0 and *out zeroed for other kinds. */
+    int (*instance_input_spec)(rt_instance *inst, rt_spec *out);
+    /* Feature recording of another instance (see rt_student_vt.record). */
+    rt_status (*instance_record)(rt_instance *inst, rt_ctx *ctx,
+                                 const char *name, int on);
+    int (*instance_features)(rt_instance *inst, const char **out, int max);
+    /* Another instance's optional capability by name (its descriptor's
+     * extension), or NULL. */
+    const void *(*instance_extension)(rt_instance *inst, const char *name);
     /* A new instance with its parameters from the safetensors file at path
      * (*out: new reference, for instance_release).  name and opts_json
      * NULL or "": the file's metadata ("retort.plugin", "retort.options").
@@ -390,6 +579,21 @@ typedef struct rt_api {
  * descriptors (static storage in the plugin), or NULL after writing a reason
  * into err.  The plugin keeps `api`: it stays valid while the plugin is
  * loaded. */
+/* The entry point of a file whose descriptors are the arguments: stores
+ * the host's table in the file's `static const rt_api *api` (which the
+ * file, or a kit header it includes, defines) and returns the list. */
+#define RT_PLUGIN_LIST(...)                                                  \
+    static const rt_plugin_desc *const rt_plugin_list_[] = {__VA_ARGS__,   \
+                                                           NULL};          \
+    RT_EXPORT const rt_plugin_desc *const *rt_plugin_init(                  \
+        const rt_api *host, char *err, size_t errlen)                       \
+    {                                                                       \
+        (void)err;                                                          \
+        (void)errlen;                                                       \
+        api = host;                                                         \
+        return rt_plugin_list_;                                             \
+    }
+
 #define RT_PLUGIN_ENTRY rt_plugin_init
 #define RT_PLUGIN_ENTRY_NAME "rt_plugin_init"
 typedef const rt_plugin_desc *const *(*rt_plugin_init_fn)(const rt_api *api,

@@ -231,9 +231,10 @@ static rt_status parse_entry(rt_ctx *ctx, const char *L, const cJSON *j, entry *
         return rt_error(ctx, RT_STATUS_ERR_FORMAT, "%s: header: tensor '%s': dtype is missing or not a string", L, N);
     if (strcmp(dt->valuestring, "F32") == 0) e->dtype = RT_DTYPE_F32;
     else if (strcmp(dt->valuestring, "I32") == 0) e->dtype = RT_DTYPE_I32;
+    else if (strcmp(dt->valuestring, "I64") == 0) e->dtype = RT_DTYPE_I64;
     else if (known_other_dtype(dt->valuestring))
         return rt_error(ctx, RT_STATUS_ERR_FORMAT,
-                        "%s: header: tensor '%s': dtype %s is not supported (retort reads F32 and I32)", L, N,
+                        "%s: header: tensor '%s': dtype %s is not supported (retort reads F32, I32 and I64)", L, N,
                         dt->valuestring);
     else
         return rt_error(ctx, RT_STATUS_ERR_FORMAT, "%s: header: tensor '%s': unknown dtype '%.40s'", L, N,
@@ -744,7 +745,9 @@ static char *make_header(rt_ctx *ctx, const char *path, int n, const char *const
     for (int i = 0; ok && i < n; i++) {
         const rt_tensor *t = tensors[i];
         cJSON *e = cJSON_AddObjectToObject(root, names[i]);
-        ok = e && cJSON_AddStringToObject(e, "dtype", t->dtype == RT_DTYPE_F32 ? "F32" : "I32");
+        ok = e && cJSON_AddStringToObject(e, "dtype", t->dtype == RT_DTYPE_F32   ? "F32"
+                                                            : t->dtype == RT_DTYPE_I32 ? "I32"
+                                                                                       : "I64");
         cJSON *shape = ok ? attach(e, "shape", cJSON_CreateArray()) : NULL;
         cJSON *off = shape ? attach(e, "data_offsets", cJSON_CreateArray()) : NULL;
         ok = off != NULL;
@@ -786,7 +789,7 @@ rt_status rt_st_write(rt_ctx *ctx, const char *path, int n, const char *const *n
             return rt_error(ctx, RT_STATUS_ERR_ARG, "%s: tensor %d has %s name", path, i,
                             !nm || !nm[0] ? "an empty" : "the reserved");
         if (!t) return rt_error(ctx, RT_STATUS_ERR_ARG, "%s: tensor '%s' is NULL", path, nm);
-        if (t->dtype != RT_DTYPE_F32 && t->dtype != RT_DTYPE_I32)
+        if (t->dtype != RT_DTYPE_F32 && t->dtype != RT_DTYPE_I32 && t->dtype != RT_DTYPE_I64)
             return rt_error(ctx, RT_STATUS_ERR_ARG, "%s: tensor '%s' has unknown dtype %d", path, nm, (int)t->dtype);
         if (!rt_tensor_all_finite(t)) {
             char what[320];

@@ -20,8 +20,9 @@ size_t rt_dtype_size(rt_dtype d)
     switch (d) {
     case RT_DTYPE_F32: return 4;
     case RT_DTYPE_I32: return 4;
+    case RT_DTYPE_I64: return 8;
+    default: return 0; /* bf16, f16: reserved, not created */
     }
-    return 0;
 }
 
 const char *rt_dtype_name(rt_dtype d)
@@ -29,6 +30,9 @@ const char *rt_dtype_name(rt_dtype d)
     switch (d) {
     case RT_DTYPE_F32: return "f32";
     case RT_DTYPE_I32: return "i32";
+    case RT_DTYPE_I64: return "i64";
+    case RT_DTYPE_BF16: return "bf16";
+    case RT_DTYPE_F16: return "f16";
     }
     return "?";
 }
@@ -61,7 +65,7 @@ static void storage_release(rt_storage *s)
     }
 }
 
-static int dtype_ok(rt_dtype d) { return d == RT_DTYPE_F32 || d == RT_DTYPE_I32; }
+static int dtype_ok(rt_dtype d) { return d == RT_DTYPE_F32 || d == RT_DTYPE_I32 || d == RT_DTYPE_I64; }
 
 /* Checks ndim and dims; *numel = product.  Error message in ctx. */
 static rt_status check_shape(rt_ctx *ctx, int ndim, const int64_t *shape, int64_t *numel)
@@ -333,11 +337,23 @@ static int32_t to_i32(double v)
     return (int32_t)v;
 }
 
+/* The same for int64 (2^63 is exactly representable as a double). */
+static int64_t to_i64(double v)
+{
+    if (!(v == v)) return 0;
+    if (v >= 9223372036854775807.0) return INT64_MAX;
+    if (v <= -9223372036854775808.0) return INT64_MIN;
+    return (int64_t)v;
+}
+
 void rt_tensor_fill(rt_tensor *t, double v)
 {
     if (t->dtype == RT_DTYPE_F32) {
         float *d = t->data, f = (float)v;
         FOR_EACH_INDEX(t, d[offset_of(t, idx_)] = f);
+    } else if (t->dtype == RT_DTYPE_I64) {
+        int64_t *d = t->data, x = to_i64(v);
+        FOR_EACH_INDEX(t, d[offset_of(t, idx_)] = x);
     } else {
         int32_t *d = t->data, x = to_i32(v);
         FOR_EACH_INDEX(t, d[offset_of(t, idx_)] = x);
@@ -393,6 +409,7 @@ static int64_t flat_offset(const rt_tensor *t, int64_t flat)
 double rt_tensor_get(const rt_tensor *t, int64_t flat)
 {
     int64_t o = flat_offset(t, flat);
+    if (t->dtype == RT_DTYPE_I64) return (double)((int64_t *)t->data)[o];
     return t->dtype == RT_DTYPE_F32 ? (double)((float *)t->data)[o] : (double)((int32_t *)t->data)[o];
 }
 
@@ -400,6 +417,7 @@ void rt_tensor_set(rt_tensor *t, int64_t flat, double v)
 {
     int64_t o = flat_offset(t, flat);
     if (t->dtype == RT_DTYPE_F32) ((float *)t->data)[o] = (float)v;
+    else if (t->dtype == RT_DTYPE_I64) ((int64_t *)t->data)[o] = to_i64(v);
     else ((int32_t *)t->data)[o] = to_i32(v);
 }
 

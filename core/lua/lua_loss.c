@@ -165,6 +165,12 @@ static int trampoline(lua_State *T)
     lua_setfield(T, -2, "epoch");
     lua_pushinteger(T, in->step);
     lua_setfield(T, -2, "step");
+    /* ABI 2.0: the host's normaliser (real positions over the global batch)
+     * and the mask, so a Lua loss reduces as the C ones do. */
+    lua_pushnumber(T, in->norm);
+    lua_setfield(T, -2, "norm");
+    rtL_pushborrowed(T, (rt_tensor *)in->mask);
+    lua_setfield(T, -2, "mask");
     if (l->dirty) {
         lua_rawgeti(T, LUA_REGISTRYINDEX, l->opts_ref);
         for (int k = 0; k < l->nopt; k++)
@@ -369,7 +375,7 @@ static int l_lua_loss(lua_State *L)
     l->fwd_ref = l->bwd_ref = l->ctx_ref = l->opts_ref = l->thread_ref = LUA_NOREF;
     l->T = T;
     l->desc = (rt_plugin_desc){RT_DESC_INIT(RT_KIND_LOSS, own(l, name), "lua", own(l, lua_tostring(L, 6)))};
-    l->vt = (rt_loss_vt){.needs = needs, .forward = lforward, .backward = lbackward, .set = set};
+    l->vt = (rt_loss_vt){.size = sizeof l->vt, .needs = needs, .forward = lforward, .backward = lbackward, .set = set};
     l->desc.loss = &l->vt;
     l->desc.create = create;
     l->desc.destroy = destroy;

@@ -153,7 +153,8 @@ rt_dtype rtL_checkdtype(lua_State *L, int i, const char *def)
     const char *s = luaL_optstring(L, i, def);
     if (!strcmp(s, "f32")) return RT_DTYPE_F32;
     if (!strcmp(s, "i32")) return RT_DTYPE_I32;
-    return (rt_dtype)luaL_argerror(L, i, lua_pushfstring(L, "dtype must be 'f32' or 'i32', got '%s'", s));
+    if (!strcmp(s, "i64")) return RT_DTYPE_I64;
+    return (rt_dtype)luaL_argerror(L, i, lua_pushfstring(L, "dtype must be 'f32', 'i32' or 'i64', got '%s'", s));
 }
 
 /* A string argument that C will read up to its first NUL (a path, a name,
@@ -347,7 +348,7 @@ static int64_t flat_index(lua_State *L, rt_tensor *t, int first, int count)
 
 static void push_elem(lua_State *L, const rt_tensor *t, int64_t flat)
 {
-    if (t->dtype == RT_DTYPE_I32) lua_pushinteger(L, (lua_Integer)rt_tensor_get(t, flat));
+    if (t->dtype != RT_DTYPE_F32) lua_pushinteger(L, (lua_Integer)rt_tensor_get(t, flat));
     else lua_pushnumber(L, rt_tensor_get(t, flat));
 }
 
@@ -927,18 +928,27 @@ static int s_zero_grad(lua_State *L)
 }
 
 /* teacher:forward(x [, ids]) -> logits, finite: a NaN or inf is an error
- * naming the sample (ids: the batch's i32 sample ids) and the class. */
+ * naming the sample and the class.  ids: the batch's dataset rows (0-based,
+ * i32 as the batcher yields them, or i64), for teachers that look rows up. */
 static int te_forward(lua_State *L)
 {
     linst *u = rtL_checkinst(L, 1, MT_TEACHER);
     rt_tensor *x = rtL_checktensor(L, 2), *ids = rtL_opttensor(L, 3);
+    const rt_tensor *ids_named = ids; /* as given: names samples in errors */
+    if (ids && ids->dtype == RT_DTYPE_I32) { /* widened into a GC-owned i64 copy */
+        if (ids->ndim != 1 || !rt_is_contiguous(ids)) luaL_argerror(L, 3, "sample ids must be a contiguous [N]");
+        ltensor *w = rtL_newtensor(L);
+        if (!(w->t = rt_tensor_new(S(L)->ctx, RT_DTYPE_I64, 1, ids->shape))) return rtL_fail(L);
+        for (int64_t k = 0; k < ids->shape[0]; k++) rt_i64(w->t)[k] = rt_i32(ids)[k];
+        ids = w->t;
+    }
     rt_signal sig;
-    if (rt_teacher_forward(u->i, S(L)->ctx, x, &sig)) return rtL_fail(L);
+    if (rt_teacher_forward_ids(u->i, S(L)->ctx, x, ids, &sig)) return rtL_fail(L);
     if (!sig.logits) luaL_error(L, "teacher '%s' gives a top-k signal; not yet supported in Lua",
                                 rt_instance_desc(u->i)->name);
     char what[160];
     snprintf(what, sizeof what, "teacher '%s': its logit", rt_instance_desc(u->i)->name);
-    rtL_check_rows(L, sig.logits, what, ids);
+    rtL_check_rows(L, sig.logits, what, ids_named);
     rtL_pushborrowed(L, sig.logits);
     return 1;
 }
@@ -961,6 +971,7 @@ static void loss_args(lua_State *L, rt_loss_in *in, rt_signal *sig)
 /* loss:forward(s, t, y [, epoch, step]) -> number */
 static int lo_forward(lua_State *L)
 {
+    if (lua_istable(L, 2)) return rtL_loss_call_table(L, 0); /* ABI 2.0: mask, norm, features */
     linst *u = rtL_checkinst(L, 1, MT_LOSS);
     rt_loss_in in;
     rt_signal sig;
@@ -976,6 +987,7 @@ static int lo_forward(lua_State *L)
  * across calls).  With grad: accumulated into it (several loss terms). */
 static int lo_backward(lua_State *L)
 {
+    if (lua_istable(L, 2)) return rtL_loss_call_table(L, 1);
     linst *u = rtL_checkinst(L, 1, MT_LOSS);
     rt_loss_in in;
     rt_signal sig;
@@ -1175,9 +1187,16 @@ static int o_step(lua_State *L)
     linst *s = rtL_checkinst(L, 2, MT_STUDENT);
     float lr = (float)luaL_optnumber(L, 3, rt_optim_config(u->o)->lr);
     int n;
-    rt_param *p = push_params(L, s->i, &n);
+    /* extras (arg 4): { {prefix, loss}, ... } whose own parameters train too */
+    rt_param *p = lua_isnoneornil(L, 4) ? push_params(L, s->i, &n) : rtL_run_params(L, s->i, 4, &n);
     if (rt_optim_step(u->o, S(L)->ctx, p, n, lr)) return rtL_fail(L);
     rt_student_zero_grad(s->i);
+    for (lua_Integer k = 1; !lua_isnoneornil(L, 4) && k <= luaL_len(L, 4); k++) {
+        lua_rawgeti(L, 4, k);
+        lua_rawgeti(L, -1, 2);
+        rt_loss_zero_grad(rtL_checkinst(L, -1, MT_LOSS)->i);
+        lua_pop(L, 2);
+    }
     return 0;
 }
 
@@ -1283,7 +1302,7 @@ static int o_restore(lua_State *L)
     luaL_checktype(L, 3, LUA_TTABLE);
     lua_Integer steps = luaL_checkinteger(L, 4);
     int n;
-    rt_param *p = push_params(L, s->i, &n);
+    rt_param *p = lua_isnoneornil(L, 5) ? push_params(L, s->i, &n) : rtL_run_params(L, s->i, 5, &n);
     lookup_ud ud = {L, 3};
     if (rt_optim_restore(u->o, S(L)->ctx, p, n, steps, lookup_tensor, &ud)) return rtL_fail(L);
     return 0;
@@ -1512,7 +1531,7 @@ static int d_batches(lua_State *L)
     shape[0] = bs;
     rt_ctx *ctx = S(L)->ctx;
     int64_t bsz = bs;
-    if (!(b->xb = rt_tensor_new(ctx, RT_DTYPE_F32, x->ndim, shape)) ||
+    if (!(b->xb = rt_tensor_new(ctx, x->dtype, x->ndim, shape)) ||
         (y && !(b->yb = rt_tensor_new(ctx, RT_DTYPE_I32, 1, &bsz))) ||
         !(b->ib = rt_tensor_new(ctx, RT_DTYPE_I32, 1, &bsz)))
         return rtL_fail(L);
@@ -2038,6 +2057,7 @@ int luaopen_retort(lua_State *L)
     rtL_open_provenance(L);
     rtL_open_runfolder(L);
     rtL_open_finite(L);
+    rtL_open_abi(L);
 
     /* Run the Lua library: each chunk receives the module table. */
     for (const struct rtL_chunk *c = rtL_lua_chunks; c->name; c++) {

@@ -98,5 +98,11 @@ void rtL_open_finite(lua_State *L);     /* finite_lua.c: NaN/inf checks   */
  * when t ([N, C] f32) holds a NaN or inf; ids (i32 [>= N] sample ids, or
  * NULL: rows of the batch) names the sample.  Returns 0 when all finite. */
 int rtL_check_rows(lua_State *L, const rt_tensor *t, const char *what, const rt_tensor *ids);
+void rtL_open_abi(lua_State *L);        /* abi_lua.c: ABI 2.0 surfaces    */
+/* abi_lua.c: loss:forward{...} / loss:backward{...} (backward != 0). */
+int rtL_loss_call_table(lua_State *L, int backward);
+/* abi_lua.c: a student's parameters and, for each {prefix, loss} in the
+ * list at index extras, the loss's own (prefixed); GC-owned. */
+rt_param *rtL_run_params(lua_State *L, rt_instance *s, int extras, int *n);
 
 #endif

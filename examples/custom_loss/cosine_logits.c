@@ -1,13 +1,16 @@
 /*
  * cosine_logits -- loss: cosine distance between student and teacher logits.
- * An example of a loss plugin built out of tree (see README.md).
+ * An example of a loss plugin built out of tree (see README.md), on the
+ * loss kit (rt_loss_kit.h): options land in the struct through `fields`,
+ * one `run` computes value and gradient, RTK_LOSS writes the rest.
  *
  *   na_n  = max(|z_s,n|, eps),  nb_n = max(|z_t,n|, eps)
  *   cos_n = <z_s,n, z_t,n> / (na_n nb_n)
  *   loss  = (1/N) sum_n (1 - cos_n)
  *
- * Reduction: mean over the batch, one cosine per sample (row), so the loss
- * lies in [0, 2].  It equals PyTorch's
+ * Reduction: mean over the real positions (the ABI's norm: N for [N, C]),
+ * one cosine per position (row), so the loss lies in [0, 2].  With
+ * [N, T, C] logits and a mask, one cosine per real token.  It equals PyTorch's
  *   (1 - F.cosine_similarity(z_s, z_t, dim=1, eps=eps)).mean()
  * It ignores the scale of each logit vector (not a shift: softmax does the
  * opposite), so it transfers the direction of the teacher's logits and
@@ -26,12 +29,7 @@
  * Reference: the cosine loss of DistilBERT (Sanh et al. 2019,
  * arXiv:1910.01108), which aligns hidden states; here on logits.
  */
-#include <math.h>
-#include <stdlib.h>
-
-#include "rt_plugin.h"
-
-static const rt_api *api;
+#include "rt_loss_kit.h"
 
 typedef struct cosine {
     double eps;
@@ -41,17 +39,7 @@ static const rt_option options[] = {
     {"eps", RT_OPT_NUMBER, "1e-8", 1e-12, 1, NULL, "lower bound on the norm of each logit vector"},
     {NULL, 0, NULL, 0, 0, NULL, NULL},
 };
-
-static rt_status create(rt_ctx *ctx, const rt_opts *o, void **self)
-{
-    cosine *c = calloc(1, sizeof *c);
-    if (!c) return api->error(ctx, RT_STATUS_ERR_NOMEM, "out of memory");
-    c->eps = api->opt_number(o, "eps");
-    *self = c;
-    return RT_STATUS_OK;
-}
-
-static void destroy(void *self) { free(self); }
+static const rtk_field fields[] = {RTK_F64(cosine, eps)};
 
 /* One row's cosine, in double.  a[C] student, b[C] teacher.  *na, *nb: the
  * clamped norms; *ra: |a| before clamping (backward needs both). */
@@ -69,56 +57,27 @@ static double row_cos(const float *a, const float *b, int64_t C, double eps, dou
     return ab / (*na * *nb);
 }
 
-static rt_status forward(void *self, rt_ctx *ctx, const rt_loss_in *in, double *value)
+/* The host has checked: student and teacher logits of one shape
+ * [N, ..., C] f32, contiguous; the mask, if any, [N, ...]. */
+static rt_status run(void *self, rt_ctx *ctx, const rt_loss_in *in, double *value, float *g, float scale)
 {
     const cosine *c = self;
-    (void)ctx;
-    /* The host has checked: student and teacher logits both [N, C] f32,
-     * contiguous. */
-    int64_t N = in->student->shape[0], C = in->student->shape[1];
-    const float *s = rt_f32(in->student), *t = rt_f32(in->teacher->logits);
-    double total = 0, na, nb, ra;
-    for (int64_t n = 0; n < N; n++) total += 1.0 - row_cos(s + n * C, t + n * C, C, c->eps, &na, &nb, &ra);
-    *value = N ? total / (double)N : 0;
-    return RT_STATUS_OK;
-}
-
-static rt_status backward(void *self, rt_ctx *ctx, const rt_loss_in *in, float scale, rt_tensor *grad)
-{
-    const cosine *c = self;
-    (void)ctx;
-    int64_t N = in->student->shape[0], C = in->student->shape[1];
-    const float *s = rt_f32(in->student), *t = rt_f32(in->teacher->logits);
-    float *g = rt_f32(grad);
-    double f = N ? -(double)scale / (double)N : 0; /* d loss / d cos_n, times scale */
-    for (int64_t n = 0; n < N; n++) {
-        const float *a = s + n * C, *b = t + n * C;
+    rtk_rows it;
+    if (rtk_rows_begin(&it, ctx, in, g, 0, 0)) return RT_STATUS_ERR_NOMEM;
+    int64_t C = it.sh.C;
+    double total = 0, f = in->norm ? -(double)scale / in->norm : 0; /* d loss / d cos_n, times scale */
+    while (rtk_rows_next(&it, 1)) {
+        const float *a = it.zs, *b = it.zt;
         double na, nb, ra, cs = row_cos(a, b, C, c->eps, &na, &nb, &ra);
-        double u = 1.0 / (na * nb);                      /* coefficient of b */
-        double v = ra > c->eps ? cs / (ra * ra) : 0.0;   /* coefficient of a */
-        float *gr = g + n * C;
-        for (int64_t k = 0; k < C; k++) gr[k] += (float)(f * (u * b[k] - v * a[k]));
+        total += 1.0 - cs;
+        if (!g) continue;
+        double u = 1.0 / (na * nb);                    /* coefficient of b */
+        double v = ra > c->eps ? cs / (ra * ra) : 0.0; /* coefficient of a */
+        for (int64_t k = 0; k < C; k++) it.g[k] += (float)(f * (u * b[k] - v * a[k]));
     }
+    if (value) *value = rtk_value(in, total);
     return RT_STATUS_OK;
 }
 
-static const rt_loss_vt vt = {.needs = RT_NEEDS_TEACHER, .forward = forward, .backward = backward};
-
-static const rt_plugin_desc desc = {
-    RT_DESC_INIT(RT_KIND_LOSS, "cosine_logits", "1.0.0",
-                 "1 - cos(student logits, teacher logits), batch mean (example plugin)"),
-    .options = options,
-    .create = create,
-    .destroy = destroy,
-    .loss = &vt,
-};
-
-static const rt_plugin_desc *const list[] = {&desc, NULL};
-
-RT_EXPORT const rt_plugin_desc *const *rt_plugin_init(const rt_api *host, char *err, size_t errlen)
-{
-    (void)err;
-    (void)errlen;
-    api = host;
-    return list;
-}
+RTK_LOSS(cosine, "cosine_logits", "2.0.0", "1 - cos(student logits, teacher logits), batch mean (example plugin)",
+         RT_NEEDS_TEACHER)

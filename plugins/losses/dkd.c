@@ -41,13 +41,7 @@
  *   temperature  4   T > 0
  *   warmup       0   epochs of linear warm-up (mdistiller uses 20); 0 = none
  */
-#include <math.h>
-#include <stdlib.h>
-#include <string.h>
-
-#include "rt_plugin.h"
-
-static const rt_api *api;
+#include "rt_loss_kit.h"
 
 typedef struct dkd {
     double alpha, beta, T;
@@ -57,34 +51,11 @@ typedef struct dkd {
 static const rt_option options[] = {
     {"alpha", RT_OPT_NUMBER, "1", 0, 100, NULL, "weight of TCKD (target vs the rest)"},
     {"beta", RT_OPT_NUMBER, "8", 0, 100, NULL, "weight of NCKD (among the non-target classes)"},
-    {"temperature", RT_OPT_NUMBER, "4", 1e-4, 1e4, NULL, "softmax temperature T"},
+    RTK_OPT_TEMPERATURE("4"),
     {"warmup", RT_OPT_INT, "0", 0, 1000000, NULL, "epochs of linear warm-up, min((epoch+1)/warmup, 1); 0 = none"},
-    {NULL, 0, NULL, 0, 0, NULL, NULL},
+    RTK_OPT_END,
 };
-
-static rt_status create(rt_ctx *ctx, const rt_opts *o, void **self)
-{
-    dkd *k = calloc(1, sizeof *k);
-    if (!k) return api->error(ctx, RT_STATUS_ERR_NOMEM, "out of memory");
-    k->alpha = api->opt_number(o, "alpha");
-    k->beta = api->opt_number(o, "beta");
-    k->T = api->opt_number(o, "temperature");
-    k->warmup = api->opt_int(o, "warmup");
-    *self = k;
-    return RT_STATUS_OK;
-}
-
-static void destroy(void *self) { free(self); }
-
-static rt_status set(void *self, rt_ctx *ctx, const char *name, double v)
-{
-    dkd *k = self;
-    if (!strcmp(name, "temperature")) k->T = v;
-    if (!strcmp(name, "alpha")) k->alpha = v;
-    if (!strcmp(name, "beta")) k->beta = v;
-    if (!strcmp(name, "warmup")) k->warmup = (int64_t)v;
-    return RT_STATUS_OK;
-}
+static const rtk_field fields[] = {RTK_F64(dkd, alpha), RTK_F64(dkd, beta), RTK_F64(dkd, T), RTK_I64(dkd, warmup)};
 
 /* Row log-probabilities in double: lp[C] = log softmax(z / T); *lrest =
  * log(1 - p_y) = log sum_{k != y} p_k; ln[C] = log r (the non-target
@@ -120,25 +91,20 @@ static double warm(const dkd *k, int64_t epoch)
     return w < 1 ? (w > 0 ? w : 0) : 1;
 }
 
-/* The whole loss, and when g is non-NULL, g += scale * its gradient.  One
- * function serves forward and backward so both refuse the same inputs. */
-static rt_status run(const dkd *k, rt_ctx *ctx, const rt_loss_in *in, double *value, float *g, float scale)
+static rt_status run(void *self, rt_ctx *ctx, const rt_loss_in *in, double *value, float *g, float scale)
 {
-    int64_t N = in->student->shape[0], C = in->student->shape[1];
+    const dkd *k = self;
+    RTK_ROWS(it, 0, 4);
     if (C < 2)
         return api->error(ctx, RT_STATUS_ERR_SHAPE,
                           "needs at least 2 classes (target vs non-target), got logits with %lld", (long long)C);
-    double *ls = api->scratch(ctx, sizeof(double) * (size_t)(4 * C));
-    if (!ls) return RT_STATUS_ERR_NOMEM;
-    double *lt = ls + C, *ns = lt + C, *nt = ns + C;
+    double *ls = it.work, *lt = ls + C, *ns = lt + C, *nt = ns + C;
     double T = k->T, f = warm(k, in->epoch) * T * T, total = 0;
-    const float *zs = rt_f32(in->student), *zt = rt_f32(in->teacher->logits);
-    const int32_t *y = rt_i32(in->target);
-    for (int64_t n = 0; n < N; n++, zs += C, zt += C) {
+    while (rtk_rows_next(&it, T)) {
         double lrs, lrt; /* log of the non-target mass */
-        int64_t yn = y[n];
-        row_logs(zs, C, yn, T, ls, ns, &lrs);
-        row_logs(zt, C, yn, T, lt, nt, &lrt);
+        int64_t yn = it.y;
+        row_logs(it.zs, C, yn, T, ls, ns, &lrs);
+        row_logs(it.zt, C, yn, T, lt, nt, &lrt);
         double tckd = term(lt[yn], ls[yn]) + term(lrt, lrs), nckd = 0;
         if (lrt > -INFINITY)
             for (int64_t c = 0; c < C; c++) nckd += c == yn ? 0 : term(nt[c], ns[c]);
@@ -147,50 +113,23 @@ static rt_status run(const dkd *k, rt_ctx *ctx, const rt_loss_in *in, double *va
             return api->error(ctx, RT_STATUS_ERR_NUMERIC,
                               "DKD is infinite at row %lld: a student probability 0 (logit -inf) where the teacher "
                               "has mass",
-                              (long long)n);
+                              (long long)it.n);
         total += row;
         if (!g) continue;
-        double a = f * scale / (T * (double)N);
+        double a = f * scale / (T * in->norm);
         double u = exp(ls[yn]) - exp(lt[yn]);
-        g[n * C + yn] += (float)(a * k->alpha * u);
+        it.g[yn] += (float)(a * k->alpha * u);
         for (int64_t c = 0; c < C; c++) {
             if (c == yn) continue;
             double r_s = exp(ns[c]), r_t = lrt > -INFINITY ? exp(nt[c]) : 0;
             /* with no teacher mass outside y, NCKD is 0 and so is its gradient */
             double nck = lrt > -INFINITY ? k->beta * (r_s - r_t) : 0;
-            g[n * C + c] += (float)(a * (-k->alpha * u * r_s + nck));
+            it.g[c] += (float)(a * (-k->alpha * u * r_s + nck));
         }
     }
-    if (value) *value = N ? f * total / (double)N : 0;
+    if (value) *value = rtk_value(in, f * total);
     return RT_STATUS_OK;
 }
 
-static rt_status forward(void *self, rt_ctx *ctx, const rt_loss_in *in, double *value)
-{
-    return run(self, ctx, in, value, NULL, 0);
-}
-
-static rt_status backward(void *self, rt_ctx *ctx, const rt_loss_in *in, float scale, rt_tensor *grad)
-{
-    return run(self, ctx, in, NULL, rt_f32(grad), scale);
-}
-
-static const rt_loss_vt vt = {
-    .needs = RT_NEEDS_TEACHER | RT_NEEDS_TARGET, .forward = forward, .backward = backward, .set = set};
-
-static const rt_plugin_desc desc = {
-    RT_DESC_INIT(RT_KIND_LOSS, "dkd", "1.0.0",
-                 "decoupled KD: T^2 (alpha TCKD + beta NCKD), batch mean, warm-up (Zhao et al. 2022)"),
-    .options = options,
-    .create = create,
-    .destroy = destroy,
-    .loss = &vt,
-};
-
-static const rt_plugin_desc *const list[] = {&desc, NULL};
-
-RT_EXPORT const rt_plugin_desc *const *rt_plugin_init(const rt_api *host, char *err, size_t errlen)
-{
-    api = host;
-    return list;
-}
+RTK_LOSS(dkd, "dkd", "1.0.0", "decoupled KD: T^2 (alpha TCKD + beta NCKD), batch mean, warm-up (Zhao et al. 2022)", RT_NEEDS_TEACHER | RT_NEEDS_TARGET,
+         .set = rtk_set)

@@ -33,13 +33,7 @@
  *   temperature  1      T > 0
  *   t2           false  multiply the loss by T^2
  */
-#include <math.h>
-#include <stdlib.h>
-#include <string.h>
-
-#include "rt_plugin.h"
-
-static const rt_api *api;
+#include "rt_loss_kit.h"
 
 typedef struct jsd {
     double beta, T;
@@ -48,128 +42,47 @@ typedef struct jsd {
 
 static const rt_option options[] = {
     {"beta", RT_OPT_NUMBER, "0.5", 0, 1, NULL, "teacher weight in the mixture: 0 = forward KL, 1 = reverse KL"},
-    {"temperature", RT_OPT_NUMBER, "1", 1e-4, 1e4, NULL, "softmax temperature T"},
-    {"t2", RT_OPT_BOOL, "false", 1, 0, NULL, "multiply the loss by T^2 (off: as TRL)"},
-    {NULL, 0, NULL, 0, 0, NULL, NULL},
+    RTK_OPT_TEMPERATURE("1"),
+    RTK_OPT_T2("false", "multiply the loss by T^2 (off: as TRL)"),
+    RTK_OPT_END,
 };
+static const rtk_field fields[] = {RTK_F64(jsd, beta), RTK_F64(jsd, T), RTK_BOOL(jsd, t2)};
 
-static rt_status create(rt_ctx *ctx, const rt_opts *o, void **self)
+static rt_status run(void *self, rt_ctx *ctx, const rt_loss_in *in, double *value, float *g, float scale)
 {
-    jsd *k = calloc(1, sizeof *k);
-    if (!k) return api->error(ctx, RT_STATUS_ERR_NOMEM, "out of memory");
-    k->beta = api->opt_number(o, "beta");
-    k->T = api->opt_number(o, "temperature");
-    k->t2 = api->opt_bool(o, "t2");
-    *self = k;
-    return RT_STATUS_OK;
-}
-
-static void destroy(void *self) { free(self); }
-
-static rt_status set(void *self, rt_ctx *ctx, const char *name, double v)
-{
-    jsd *k = self;
-    if (!strcmp(name, "temperature")) k->T = v;
-    if (!strcmp(name, "beta")) k->beta = v;
-    return RT_STATUS_OK;
-}
-
-/* log(exp(a) + exp(b)) without overflow; -inf when both are. */
-static double logaddexp(double a, double b)
-{
-    double m = fmax(a, b);
-    return m == -INFINITY ? m : m + log(exp(a - m) + exp(b - m));
-}
-
-/* sum_c exp(lp[c]) (lp[c] - lq[c]) with 0 log 0 = 0: KL(p || q) of one row.
- * d[c] (if non-NULL) = lp[c] - lq[c] where p > 0, else 0.  Returns inf
- * (with *bad = the class) when q = 0 where p > 0. */
-static double row_kl(const double *lp, const double *lq, int64_t C, double *d, int64_t *bad)
-{
-    double kl = 0;
-    for (int64_t c = 0; c < C; c++) {
-        double p = exp(lp[c]);
-        if (d) d[c] = 0;
-        if (p == 0) continue;
-        if (lq[c] == -INFINITY) {
-            *bad = c;
-            return INFINITY;
-        }
-        kl += p * (lp[c] - lq[c]);
-        if (d) d[c] = lp[c] - lq[c];
-    }
-    return kl;
-}
-
-/* The whole loss, and when g is non-NULL, g += scale * its gradient.  One
- * function serves forward and backward so both refuse the same inputs. */
-static rt_status run(const jsd *k, rt_ctx *ctx, const rt_loss_in *in, double *value, float *g, float scale)
-{
-    int64_t N = in->student->shape[0], C = in->student->shape[1];
-    double *ls = api->scratch(ctx, sizeof(double) * (size_t)(4 * C));
-    if (!ls) return RT_STATUS_ERR_NOMEM;
-    double *lt = ls + C, *lm = lt + C, *d = lm + C;
-    double T = k->T, b = k->beta, f = k->t2 ? T * T : 1.0, total = 0;
+    const jsd *k = self;
+    RTK_ROWS(it, 1, 2);
+    double *ls = it.ls, *lt = it.lt, *lm = it.work, *d = lm + C;
+    double T = k->T, b = k->beta, f = rtk_t2(T, k->t2), total = 0;
     double lb = log(b), l1b = log1p(-b);
-    const float *zs = rt_f32(in->student), *zt = rt_f32(in->teacher->logits);
-    for (int64_t n = 0; n < N; n++, zs += C, zt += C) {
-        api->log_softmax_f64(zs, ls, 1, C, T);
-        api->log_softmax_f64(zt, lt, 1, C, T);
+    while (rtk_rows_next(&it, T)) {
         /* row: the JSD of this row; d[c]: p_s,c d JSD / d p_s,c. */
         double row;
         int64_t bad = -1;
         if (b == 0) { /* forward KL: p_s d KL / d p_s = -p_t */
-            row = row_kl(lt, ls, C, NULL, &bad);
+            row = rtk_row_kl(lt, ls, C, NULL, &bad);
             for (int64_t c = 0; c < C; c++) d[c] = -exp(lt[c]);
         } else if (b == 1) { /* reverse KL: p_s (log p_s - log p_t) (+ p_s, dropped below) */
-            row = row_kl(ls, lt, C, d, &bad);
+            row = rtk_row_kl(ls, lt, C, d, &bad);
             for (int64_t c = 0; c < C; c++) d[c] *= exp(ls[c]);
         } else {
-            for (int64_t c = 0; c < C; c++) lm[c] = logaddexp(lt[c] + lb, ls[c] + l1b);
-            row = b * row_kl(lt, lm, C, NULL, &bad) + (1 - b) * row_kl(ls, lm, C, d, &bad);
+            for (int64_t c = 0; c < C; c++) lm[c] = rtk_logaddexp(lt[c] + lb, ls[c] + l1b);
+            row = b * rtk_row_kl(lt, lm, C, NULL, &bad) + (1 - b) * rtk_row_kl(ls, lm, C, d, &bad);
             for (int64_t c = 0; c < C; c++) d[c] *= (1 - b) * exp(ls[c]);
         }
         if (bad >= 0)
-            return api->error(ctx, RT_STATUS_ERR_NUMERIC,
-                              "JSD(beta = %g) is infinite: a probability 0 (logit -inf) where the other side has "
-                              "mass, at row %lld class %lld",
-                              b, (long long)n, (long long)bad);
+            return RTK_INFINITE(it.n, bad, "JSD(beta = %g) is infinite: a probability 0 (logit -inf) where the other side "
+                                "has mass", b);
         total += row;
         if (!g) continue;
         /* d/dz_c = (1/T) (d_c - p_s,c sum_k d_k): the softmax Jacobian. */
-        double a = f * scale / (T * (double)N), sum = 0;
+        double a = f * scale / (T * in->norm), sum = 0;
         for (int64_t c = 0; c < C; c++) sum += d[c];
-        for (int64_t c = 0; c < C; c++) g[n * C + c] += (float)(a * (d[c] - exp(ls[c]) * sum));
+        for (int64_t c = 0; c < C; c++) it.g[c] += (float)(a * (d[c] - exp(ls[c]) * sum));
     }
-    if (value) *value = N ? f * total / (double)N : 0;
+    if (value) *value = rtk_value(in, f * total);
     return RT_STATUS_OK;
 }
 
-static rt_status forward(void *self, rt_ctx *ctx, const rt_loss_in *in, double *value)
-{
-    return run(self, ctx, in, value, NULL, 0);
-}
-
-static rt_status backward(void *self, rt_ctx *ctx, const rt_loss_in *in, float scale, rt_tensor *grad)
-{
-    return run(self, ctx, in, NULL, rt_f32(grad), scale);
-}
-
-static const rt_loss_vt vt = {.needs = RT_NEEDS_TEACHER, .forward = forward, .backward = backward, .set = set};
-
-static const rt_plugin_desc desc = {
-    RT_DESC_INIT(RT_KIND_LOSS, "jsd", "1.0.0",
-                 "generalized JSD(beta) between teacher and student (GKD, TRL), batch mean"),
-    .options = options,
-    .create = create,
-    .destroy = destroy,
-    .loss = &vt,
-};
-
-static const rt_plugin_desc *const list[] = {&desc, NULL};
-
-RT_EXPORT const rt_plugin_desc *const *rt_plugin_init(const rt_api *host, char *err, size_t errlen)
-{
-    api = host;
-    return list;
-}
+RTK_LOSS(jsd, "jsd", "1.0.0", "generalized JSD(beta) between teacher and student (GKD, TRL), batch mean", RT_NEEDS_TEACHER,
+         .set = rtk_set)

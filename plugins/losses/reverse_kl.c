@@ -26,106 +26,32 @@
  *   temperature  1      T > 0
  *   t2           false  multiply the loss by T^2
  */
-#include <math.h>
-#include <stdlib.h>
-#include <string.h>
+#include "rt_loss_kit.h"
 
-#include "rt_plugin.h"
+RTK_TEMP_OPTIONS("1", "false", "multiply the loss by T^2 (off: as TRL and MiniLLM)");
 
-static const rt_api *api;
-
-typedef struct rkl {
-    double T;
-    int t2;
-} rkl;
-
-static const rt_option options[] = {
-    {"temperature", RT_OPT_NUMBER, "1", 1e-4, 1e4, NULL, "softmax temperature T"},
-    {"t2", RT_OPT_BOOL, "false", 1, 0, NULL, "multiply the loss by T^2 (off: as TRL and MiniLLM)"},
-    {NULL, 0, NULL, 0, 0, NULL, NULL},
-};
-
-static rt_status create(rt_ctx *ctx, const rt_opts *o, void **self)
+static rt_status run(void *self, rt_ctx *ctx, const rt_loss_in *in, double *value, float *g, float scale)
 {
-    rkl *k = calloc(1, sizeof *k);
-    if (!k) return api->error(ctx, RT_STATUS_ERR_NOMEM, "out of memory");
-    k->T = api->opt_number(o, "temperature");
-    k->t2 = api->opt_bool(o, "t2");
-    *self = k;
-    return RT_STATUS_OK;
-}
-
-static void destroy(void *self) { free(self); }
-
-static rt_status set(void *self, rt_ctx *ctx, const char *name, double v)
-{
-    rkl *k = self;
-    if (!strcmp(name, "temperature")) k->T = v;
-    return RT_STATUS_OK;
-}
-
-/* The whole loss, and when g is non-NULL, g += scale * its gradient.
- * One function serves forward and backward so both refuse the same
- * inputs.  ls, lt: scratch of C doubles each. */
-static rt_status run(const rkl *k, rt_ctx *ctx, const rt_loss_in *in, double *value, float *g, float scale)
-{
-    int64_t N = in->student->shape[0], C = in->student->shape[1];
-    double *ls = api->scratch(ctx, sizeof(double) * (size_t)(2 * C));
-    if (!ls) return RT_STATUS_ERR_NOMEM;
-    double *lt = ls + C, T = k->T, f = k->t2 ? T * T : 1.0, total = 0;
-    const float *zs = rt_f32(in->student), *zt = rt_f32(in->teacher->logits);
-    for (int64_t n = 0; n < N; n++, zs += C, zt += C) {
-        api->log_softmax_f64(zs, ls, 1, C, T);
-        api->log_softmax_f64(zt, lt, 1, C, T);
-        double row = 0;
-        for (int64_t c = 0; c < C; c++) {
-            double ps = exp(ls[c]);
-            if (ps == 0) continue;
-            if (lt[c] == -INFINITY)
-                return api->error(ctx, RT_STATUS_ERR_NUMERIC,
-                                  "KL(p_s || p_t) is infinite: teacher probability 0 (logit -inf) where the student "
-                                  "has %g, at row %lld class %lld",
-                                  ps, (long long)n, (long long)c);
-            row += ps * (ls[c] - lt[c]);
-        }
+    RTK_TEMP_ROWS(it);
+    while (rtk_rows_next(&it, T)) {
+        int64_t bad = -1;
+        double row = rtk_row_kl(ls, lt, C, NULL, &bad);
+        if (bad >= 0)
+            return RTK_INFINITE(it.n, bad, "KL(p_s || p_t) is infinite: teacher probability 0 (logit -inf) where "
+                                "the student has %g", exp(ls[bad]));
         total += row;
         if (!g) continue;
         /* d/dz_c = (1/T) p_c (d_c - sum_k p_k d_k): the softmax Jacobian
          * applied to d KL / d p_s = d + 1 (the 1 drops out). */
-        double a = f * scale / (T * (double)N);
+        double a = f * scale / (T * in->norm);
         for (int64_t c = 0; c < C; c++) {
             double ps = exp(ls[c]);
-            if (ps > 0) g[n * C + c] += (float)(a * ps * ((ls[c] - lt[c]) - row));
+            if (ps > 0) it.g[c] += (float)(a * ps * ((ls[c] - lt[c]) - row));
         }
     }
-    if (value) *value = N ? f * total / (double)N : 0;
+    if (value) *value = rtk_value(in, f * total);
     return RT_STATUS_OK;
 }
 
-static rt_status forward(void *self, rt_ctx *ctx, const rt_loss_in *in, double *value)
-{
-    return run(self, ctx, in, value, NULL, 0);
-}
-
-static rt_status backward(void *self, rt_ctx *ctx, const rt_loss_in *in, float scale, rt_tensor *grad)
-{
-    return run(self, ctx, in, NULL, rt_f32(grad), scale);
-}
-
-static const rt_loss_vt vt = {.needs = RT_NEEDS_TEACHER, .forward = forward, .backward = backward, .set = set};
-
-static const rt_plugin_desc desc = {
-    RT_DESC_INIT(RT_KIND_LOSS, "reverse_kl", "1.0.0", "reverse KL(p_student^T || p_teacher^T), batch mean (MiniLLM)"),
-    .options = options,
-    .create = create,
-    .destroy = destroy,
-    .loss = &vt,
-};
-
-static const rt_plugin_desc *const list[] = {&desc, NULL};
-
-RT_EXPORT const rt_plugin_desc *const *rt_plugin_init(const rt_api *host, char *err, size_t errlen)
-{
-    api = host;
-    return list;
-}
+RTK_LOSS(rtk_temp, "reverse_kl", "1.0.0", "reverse KL(p_student^T || p_teacher^T), batch mean (MiniLLM)", RT_NEEDS_TEACHER,
+         .set = rtk_set)

@@ -35,13 +35,7 @@
  *   temperature  1      T > 0
  *   t2           false  multiply the loss by T^2
  */
-#include <math.h>
-#include <stdlib.h>
-#include <string.h>
-
-#include "rt_plugin.h"
-
-static const rt_api *api;
+#include "rt_loss_kit.h"
 
 typedef struct skew {
     double alpha, T;
@@ -51,67 +45,29 @@ typedef struct skew {
 static const rt_option options[] = {
     {"alpha", RT_OPT_NUMBER, "0.1", 0, 1, NULL, "skew: the mixture's share of the distribution on the left"},
     {"reverse", RT_OPT_BOOL, "false", 1, 0, NULL, "skew reverse KL(p_s || (1-a) p_t + a p_s)"},
-    {"temperature", RT_OPT_NUMBER, "1", 1e-4, 1e4, NULL, "softmax temperature T"},
-    {"t2", RT_OPT_BOOL, "false", 1, 0, NULL, "multiply the loss by T^2 (off: as DistiLLM)"},
-    {NULL, 0, NULL, 0, 0, NULL, NULL},
+    RTK_OPT_TEMPERATURE("1"),
+    RTK_OPT_T2("false", "multiply the loss by T^2 (off: as DistiLLM)"),
+    RTK_OPT_END,
 };
+static const rtk_field fields[] = {RTK_F64(skew, alpha), RTK_BOOL(skew, reverse), RTK_F64(skew, T), RTK_BOOL(skew, t2)};
 
-static rt_status create(rt_ctx *ctx, const rt_opts *o, void **self)
+static rt_status run(void *self, rt_ctx *ctx, const rt_loss_in *in, double *value, float *g, float scale)
 {
-    skew *k = calloc(1, sizeof *k);
-    if (!k) return api->error(ctx, RT_STATUS_ERR_NOMEM, "out of memory");
-    k->alpha = api->opt_number(o, "alpha");
-    k->reverse = api->opt_bool(o, "reverse");
-    k->T = api->opt_number(o, "temperature");
-    k->t2 = api->opt_bool(o, "t2");
-    *self = k;
-    return RT_STATUS_OK;
-}
-
-static void destroy(void *self) { free(self); }
-
-static rt_status set(void *self, rt_ctx *ctx, const char *name, double v)
-{
-    skew *k = self;
-    if (!strcmp(name, "temperature")) k->T = v;
-    if (!strcmp(name, "alpha")) k->alpha = v;
-    return RT_STATUS_OK;
-}
-
-/* log(exp(a) + exp(b)) without overflow; -inf when both are. */
-static double logaddexp(double a, double b)
-{
-    double m = fmax(a, b);
-    return m == -INFINITY ? m : m + log(exp(a - m) + exp(b - m));
-}
-
-/* The whole loss, and when g is non-NULL, g += scale * its gradient.  One
- * function serves forward and backward so both refuse the same inputs. */
-static rt_status run(const skew *k, rt_ctx *ctx, const rt_loss_in *in, double *value, float *g, float scale)
-{
-    int64_t N = in->student->shape[0], C = in->student->shape[1];
-    double *ls = api->scratch(ctx, sizeof(double) * (size_t)(4 * C));
-    if (!ls) return RT_STATUS_ERR_NOMEM;
-    double *lt = ls + C, *lm = lt + C, *d = lm + C;
-    double T = k->T, a = k->alpha, f = k->t2 ? T * T : 1.0, total = 0;
+    const skew *k = self;
+    RTK_ROWS(it, 1, 2);
+    double *ls = it.ls, *lt = it.lt, *lm = it.work, *d = lm + C;
     /* m = wl p_left + wr p_right, left = the KL's first argument */
-    double lwl = log(a), lwr = log1p(-a);
-    const float *zs = rt_f32(in->student), *zt = rt_f32(in->teacher->logits);
-    for (int64_t n = 0; n < N; n++, zs += C, zt += C) {
-        api->log_softmax_f64(zs, ls, 1, C, T);
-        api->log_softmax_f64(zt, lt, 1, C, T);
+    double T = k->T, a = k->alpha, f = rtk_t2(T, k->t2), total = 0, lwl = log(a), lwr = log1p(-a);
+    while (rtk_rows_next(&it, T)) {
         const double *lp = k->reverse ? ls : lt, *lo = k->reverse ? lt : ls; /* left, other */
         double row = 0;
         for (int64_t c = 0; c < C; c++) {
-            lm[c] = logaddexp(lp[c] + lwl, lo[c] + lwr);
+            lm[c] = rtk_logaddexp(lp[c] + lwl, lo[c] + lwr);
             double p = exp(lp[c]);
             if (p == 0) continue;
             if (lm[c] == -INFINITY)
-                return api->error(ctx, RT_STATUS_ERR_NUMERIC,
-                                  "skew KL (alpha = %g) is infinite: %s probability 0 (logit -inf) where the %s has "
-                                  "mass, at row %lld class %lld",
-                                  a, k->reverse ? "teacher" : "student", k->reverse ? "student" : "teacher",
-                                  (long long)n, (long long)c);
+                return RTK_INFINITE(it.n, c, "skew KL (alpha = %g) is infinite: %s probability 0 (logit -inf) where the %s "
+                                    "has mass", a, k->reverse ? "teacher" : "student", k->reverse ? "student" : "teacher");
             row += p * (lp[c] - lm[c]);
         }
         total += row;
@@ -129,38 +85,12 @@ static rt_status run(const skew *k, rt_ctx *ctx, const rt_loss_in *in, double *v
             }
             sum += d[c];
         }
-        double s = f * scale / (T * (double)N);
-        for (int64_t c = 0; c < C; c++) g[n * C + c] += (float)(s * (d[c] - exp(ls[c]) * sum));
+        double s = f * scale / (T * in->norm);
+        for (int64_t c = 0; c < C; c++) it.g[c] += (float)(s * (d[c] - exp(ls[c]) * sum));
     }
-    if (value) *value = N ? f * total / (double)N : 0;
+    if (value) *value = rtk_value(in, f * total);
     return RT_STATUS_OK;
 }
 
-static rt_status forward(void *self, rt_ctx *ctx, const rt_loss_in *in, double *value)
-{
-    return run(self, ctx, in, value, NULL, 0);
-}
-
-static rt_status backward(void *self, rt_ctx *ctx, const rt_loss_in *in, float scale, rt_tensor *grad)
-{
-    return run(self, ctx, in, NULL, rt_f32(grad), scale);
-}
-
-static const rt_loss_vt vt = {.needs = RT_NEEDS_TEACHER, .forward = forward, .backward = backward, .set = set};
-
-static const rt_plugin_desc desc = {
-    RT_DESC_INIT(RT_KIND_LOSS, "skew_kl", "1.0.0",
-                 "skew KL(p_t || a p_t + (1-a) p_s) or skew reverse KL, batch mean (DistiLLM)"),
-    .options = options,
-    .create = create,
-    .destroy = destroy,
-    .loss = &vt,
-};
-
-static const rt_plugin_desc *const list[] = {&desc, NULL};
-
-RT_EXPORT const rt_plugin_desc *const *rt_plugin_init(const rt_api *host, char *err, size_t errlen)
-{
-    api = host;
-    return list;
-}
+RTK_LOSS(skew, "skew_kl", "1.0.0", "skew KL(p_t || a p_t + (1-a) p_s) or skew reverse KL, batch mean (DistiLLM)", RT_NEEDS_TEACHER,
+         .set = rtk_set)

@@ -25,57 +25,17 @@
  *   temperature  1      T > 0
  *   t2           false  multiply the loss by T^2
  */
-#include <math.h>
-#include <stdlib.h>
-#include <string.h>
+#include "rt_loss_kit.h"
 
-#include "rt_plugin.h"
-
-static const rt_api *api;
-
-typedef struct tvd {
-    double T;
-    int t2;
-} tvd;
-
-static const rt_option options[] = {
-    {"temperature", RT_OPT_NUMBER, "1", 1e-4, 1e4, NULL, "softmax temperature T"},
-    {"t2", RT_OPT_BOOL, "false", 1, 0, NULL, "multiply the loss by T^2"},
-    {NULL, 0, NULL, 0, 0, NULL, NULL},
-};
-
-static rt_status create(rt_ctx *ctx, const rt_opts *o, void **self)
-{
-    tvd *k = calloc(1, sizeof *k);
-    if (!k) return api->error(ctx, RT_STATUS_ERR_NOMEM, "out of memory");
-    k->T = api->opt_number(o, "temperature");
-    k->t2 = api->opt_bool(o, "t2");
-    *self = k;
-    return RT_STATUS_OK;
-}
-
-static void destroy(void *self) { free(self); }
-
-static rt_status set(void *self, rt_ctx *ctx, const char *name, double v)
-{
-    tvd *k = self;
-    if (!strcmp(name, "temperature")) k->T = v;
-    return RT_STATUS_OK;
-}
+RTK_TEMP_OPTIONS("1", "false", "multiply the loss by T^2");
 
 static double sign(double x) { return (x > 0) - (x < 0); }
 
-/* The whole loss, and when g is non-NULL, g += scale * its gradient. */
-static rt_status run(const tvd *k, rt_ctx *ctx, const rt_loss_in *in, double *value, float *g, float scale)
+static rt_status run(void *self, rt_ctx *ctx, const rt_loss_in *in, double *value, float *g, float scale)
 {
-    int64_t N = in->student->shape[0], C = in->student->shape[1];
-    double *ps = api->scratch(ctx, sizeof(double) * (size_t)(2 * C));
-    if (!ps) return RT_STATUS_ERR_NOMEM;
-    double *pt = ps + C, T = k->T, f = k->t2 ? T * T : 1.0, total = 0;
-    const float *zs = rt_f32(in->student), *zt = rt_f32(in->teacher->logits);
-    for (int64_t n = 0; n < N; n++, zs += C, zt += C) {
-        api->log_softmax_f64(zs, ps, 1, C, T);
-        api->log_softmax_f64(zt, pt, 1, C, T);
+    RTK_TEMP_ROWS(it);
+    double *ps = ls, *pt = lt; /* exponentiated in place */
+    while (rtk_rows_next(&it, T)) {
         for (int64_t c = 0; c < C; c++) ps[c] = exp(ps[c]), pt[c] = exp(pt[c]);
         double row = 0, mean = 0;
         for (int64_t c = 0; c < C; c++) {
@@ -84,37 +44,12 @@ static rt_status run(const tvd *k, rt_ctx *ctx, const rt_loss_in *in, double *va
         }
         total += 0.5 * row;
         if (!g) continue;
-        double a = f * scale / (T * (double)N);
-        for (int64_t c = 0; c < C; c++) g[n * C + c] += (float)(a * ps[c] * (0.5 * sign(ps[c] - pt[c]) - mean));
+        double a = f * scale / (T * in->norm);
+        for (int64_t c = 0; c < C; c++) it.g[c] += (float)(a * ps[c] * (0.5 * sign(ps[c] - pt[c]) - mean));
     }
-    if (value) *value = N ? f * total / (double)N : 0;
+    if (value) *value = rtk_value(in, f * total);
     return RT_STATUS_OK;
 }
 
-static rt_status forward(void *self, rt_ctx *ctx, const rt_loss_in *in, double *value)
-{
-    return run(self, ctx, in, value, NULL, 0);
-}
-
-static rt_status backward(void *self, rt_ctx *ctx, const rt_loss_in *in, float scale, rt_tensor *grad)
-{
-    return run(self, ctx, in, NULL, rt_f32(grad), scale);
-}
-
-static const rt_loss_vt vt = {.needs = RT_NEEDS_TEACHER, .forward = forward, .backward = backward, .set = set};
-
-static const rt_plugin_desc desc = {
-    RT_DESC_INIT(RT_KIND_LOSS, "tvd", "1.0.0", "total variation 0.5 sum |p_teacher^T - p_student^T|, batch mean"),
-    .options = options,
-    .create = create,
-    .destroy = destroy,
-    .loss = &vt,
-};
-
-static const rt_plugin_desc *const list[] = {&desc, NULL};
-
-RT_EXPORT const rt_plugin_desc *const *rt_plugin_init(const rt_api *host, char *err, size_t errlen)
-{
-    api = host;
-    return list;
-}
+RTK_LOSS(rtk_temp, "tvd", "1.0.0", "total variation 0.5 sum |p_teacher^T - p_student^T|, batch mean", RT_NEEDS_TEACHER,
+         .set = rtk_set)

@@ -19,6 +19,11 @@
  *                       weights (rt_params_sha256), which the manifest
  *                       records.  Needs arch; excludes checkpoint and
  *                       random_init.
+ *
+ * Every call into the wrapped student goes through the host's checked
+ * calls (api->student_forward ...), so the student's input spec and output
+ * checks hold here as for a student the host runs itself.  Sample ids are
+ * not needed: the model computes from x.  Features: the student's.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -29,8 +34,6 @@ static const rt_api *api;
 
 typedef struct model {
     rt_instance *net;
-    const rt_student_vt *vt;
-    void *self;
 } model;
 
 static const rt_option options[] = {
@@ -83,19 +86,17 @@ static rt_status create(rt_ctx *ctx, const rt_opts *o, void **self)
         destroy(m);
         return st;
     }
-    m->vt = api->instance_desc(m->net)->student;
-    m->self = api->instance_self(m->net);
     *self = m;
     return RT_STATUS_OK;
 }
 
-static rt_status forward(void *self, rt_ctx *ctx, const rt_tensor *x, rt_signal *out)
+static rt_status forward(void *self, rt_ctx *ctx, const rt_batch *b, rt_signal *out)
 {
     model *m = self;
     rt_tensor *logits = NULL;
-    rt_status st = m->vt->forward(m->self, ctx, x, 0, &logits);
+    rt_status st = api->student_forward(m->net, ctx, b->x, 0, &logits);
     if (st) return st;
-    if (logits->ndim != 2) return api->error(ctx, RT_STATUS_ERR_SHAPE, "the architecture's output is not [N, C]");
+    if (logits->ndim < 2) return api->error(ctx, RT_STATUS_ERR_SHAPE, "the architecture's output is not [N, ..., C]");
     out->logits = logits;
     return RT_STATUS_OK;
 }
@@ -104,37 +105,32 @@ static rt_status forward(void *self, rt_ctx *ctx, const rt_tensor *x, rt_signal 
 static int parameters(void *self, rt_param *out, int max)
 {
     model *m = self;
-    int n = m->vt->parameters(m->self, out, max);
-    for (int i = 0; i < n && i < max; i++) out[i].grad = NULL;
+    int n = api->instance_params(m->net, out, max);
+    for (int i = 0; i < n && i < max; i++) {
+        out[i].grad = NULL;
+        if (out[i].role == RT_ROLE_TRAINABLE) out[i].role = RT_ROLE_FROZEN;
+    }
     return n;
 }
 
-static rt_tensor *feature(void *self, const char *name)
+static rt_tensor *feature(void *self, const char *name) { return api->instance_feature(((model *)self)->net, name); }
+
+static int64_t flops(void *self) { return api->instance_flops(((model *)self)->net); }
+
+static int features(void *self, const char **out, int max)
 {
-    model *m = self;
-    return m->vt->feature ? m->vt->feature(m->self, name) : NULL;
+    return api->instance_features(((model *)self)->net, out, max);
 }
 
-static int64_t flops(void *self)
+static rt_status record(void *self, rt_ctx *ctx, const char *name, int on)
 {
-    model *m = self;
-    return m->vt->flops ? m->vt->flops(m->self) : -1;
+    return api->instance_record(((model *)self)->net, ctx, name, on);
 }
 
-static const rt_teacher_vt vt = {.forward = forward, .parameters = parameters, .feature = feature, .flops = flops};
-
+static const rt_teacher_vt vt = {.size = sizeof vt, .forward = forward, .parameters = parameters, .feature = feature,
+                                 .flops = flops, .features = features, .record = record};
 static const rt_plugin_desc desc = {
     RT_DESC_INIT(RT_KIND_TEACHER, "model", "1.0.0", "a trained model of any student architecture, frozen"),
-    .options = options,
-    .create = create,
-    .destroy = destroy,
-    .teacher = &vt,
-};
+    .options = options, .create = create, .destroy = destroy, .teacher = &vt};
 
-static const rt_plugin_desc *const list[] = {&desc, NULL};
-
-RT_EXPORT const rt_plugin_desc *const *rt_plugin_init(const rt_api *host, char *err, size_t errlen)
-{
-    api = host;
-    return list;
-}
+RT_PLUGIN_LIST(&desc)

@@ -185,9 +185,10 @@ local CHECKPOINT = "last.safetensors"
 local BEST = "best.safetensors"
 
 -- Writes params + optimizer state + the run's position atomically.
-local function save_checkpoint(path, student, opt, meta_extra)
+local function save_checkpoint(path, student, opt, meta_extra, plan)
   local list = {}
   for _, p in ipairs(student:parameters()) do list[#list + 1] = { p.name, p.value } end
+  rt.run_abi.save_list(plan, list) -- losses' own parameters, "loss.<term>.<name>"
   local state, steps = opt:state()
   for _, s in ipairs(state) do list[#list + 1] = { "optim." .. s.name, s.value } end
   local meta = {
@@ -212,7 +213,7 @@ local function meta_count(meta, key, path)
   return math.tointeger(n)
 end
 
-local function load_checkpoint(path, student, opt)
+local function load_checkpoint(path, student, opt, plan)
   local tensors, meta = rt.load(path)
   if meta["retort.plugin"] ~= student:name() or meta["retort.options"] ~= student:options_json() then
     error(("resume: %s holds a %s student with options %s, this run has %s with %s"):format(path,
@@ -223,6 +224,7 @@ local function load_checkpoint(path, student, opt)
     if not t then error(("resume: %s has no tensor '%s'"):format(path, p.name), 0) end
     p.value:copy(t)
   end
+  rt.run_abi.load(plan, tensors, path)
   local steps = meta["run.optim_steps"] and meta_count(meta, "run.optim_steps", path) or 0
   if steps > 0 then
     local state = {}
@@ -230,7 +232,7 @@ local function load_checkpoint(path, student, opt)
       local s = name:match("^optim%.(.*)$")
       if s then state[s] = t end
     end
-    opt:restore(student, state, steps)
+    opt:restore(student, state, steps, plan and plan.extras)
   end
   if type(meta["run.rng"]) ~= "string" or not pcall(rt.set_rng_state, meta["run.rng"]) then
     error(("resume: %s: metadata 'run.rng' is not an RNG state (64 hex digits)"):format(path), 0)
@@ -317,6 +319,8 @@ local function distill(cfg, at)
       error(("rt.distill: loss '%s' needs labels and the data has none"):format(t.name), 2)
     end
   end
+  -- ABI 2.0: features the losses read, taps, losses with parameters
+  local plan = rt.run_abi.plan(terms, student, teacher, 2)
   local epochs, bs, seed = cfg.epochs or 10, cfg.batch or 128, cfg.seed or 1
   for _, f in ipairs{ { "epochs", epochs, 0 }, { "batch", bs, 1 }, { "seed", seed, 0 } } do
     if math.type(f[2]) ~= "integer" or f[2] < f[3] then
@@ -373,7 +377,8 @@ local function distill(cfg, at)
     local ck = out .. "/" .. CHECKPOINT
     if mode == "resume" then
       if rt.exists(ck) then
-        local meta = load_checkpoint(ck, student, opt)
+        rt.run_abi.bind(plan, terms, student, teacher, data) -- losses' own parameters exist before they load
+        local meta = load_checkpoint(ck, student, opt, plan)
         local e, s = meta_count(meta, "run.epoch", ck), meta_count(meta, "run.step", ck)
         if e >= epochs or s ~= (e + 1) * steps_per_epoch then
           error(("resume: %s ends epoch %d at step %d; this run has %d epochs of %d steps (epoch %d ends at step %d)")
@@ -417,7 +422,8 @@ local function distill(cfg, at)
   -- The teacher's logits for the whole training set, once: the data has
   -- no augmentation, so they do not change between epochs.
   local cache
-  if teacher and cfg.cache_teacher ~= false and start_epoch < epochs then
+  rt.run_abi.bind(plan, terms, student, teacher, data) -- once; nothing unless a loss reads features or binds
+  if teacher and cfg.cache_teacher ~= false and start_epoch < epochs and not plan.teacher_features then
     local t0 = rt.clock()
     local pos = 1
     local progress = rt.progress("teacher labels", math.ceil(n / 1000), quiet)
@@ -460,6 +466,7 @@ local function distill(cfg, at)
         end
       end
       local s = student:forward(x, true)
+      if plan.active then rt.run_abi.begin_step(plan, student) end
       if grad == nil or #grad ~= #s then grad = rt.zeros(s:shape()) else grad:fill(0) end
       local total = 0
       local values = {}
@@ -474,9 +481,15 @@ local function distill(cfg, at)
             t.current_temperature = T
           end
         end
-        local v = t.loss:forward(s, t.needs_teacher and tz or nil, t.needs_target and y or nil, epoch, step)
+        local v
+        local routed = t.features and (#t.features > 0 or t.binds)
+        if routed then
+          v = rt.run_abi.term(plan, t, student, teacher, s, tz, y, epoch, step, w, grad)
+        else
+          v = t.loss:forward(s, t.needs_teacher and tz or nil, t.needs_target and y or nil, epoch, step)
+        end
         if v ~= v or v == math.huge or v == -math.huge then error(util.nonfinite_loss(t, v, s, idx), 0) end
-        if w ~= 0 then
+        if w ~= 0 and not routed then
           t.loss:backward(s, t.needs_teacher and tz or nil, t.needs_target and y or nil, epoch, step, w, grad)
           t.grad_what = t.grad_what or ("loss term '%s': its gradient"):format(t.name)
           rt.check_finite(grad, t.grad_what, idx)
@@ -485,9 +498,9 @@ local function distill(cfg, at)
         values[t.name] = v
         total = total + w * v
       end
-      student:backward(grad)
+      student:backward(grad, plan.active and rt.run_abi.taps(plan) or nil)
       local lr = lr_at(step)
-      opt:step(student, lr)
+      opt:step(student, lr, plan.extras)
       count = count + #x
       b = b + 1
       if metrics and log_every > 0 and step % log_every == 0 then
@@ -543,7 +556,7 @@ local function distill(cfg, at)
         ["run.seed"] = tostring(seed),
       }
       for k, v in pairs(prov_meta) do extra[k] = v end
-      save_checkpoint(out .. "/" .. CHECKPOINT, student, opt, extra)
+      save_checkpoint(out .. "/" .. CHECKPOINT, student, opt, extra, plan)
       -- best: weights only, by held-out accuracy (val, else eval); with
       -- neither, the last weights.  Selecting on the test set flatters
       -- it: the manifest and the report say "best on eval".

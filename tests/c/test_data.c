@@ -49,7 +49,14 @@ static void test_new(void)
     int64_t s5[1] = {5};
     rt_tensor *yf = rt_tensor_new(ctx, RT_DTYPE_F32, 1, s5);
     CHECK(rt_dataset_new(ctx, x, yf) == NULL);
-    CHECK(rt_dataset_new(ctx, y, NULL) == NULL);
+    int64_t s64[1] = {5};
+    rt_tensor *x64 = rt_tensor_new(ctx, RT_DTYPE_I64, 1, s64);
+    CHECK(rt_dataset_new(ctx, x64, NULL) == NULL); /* f32 or i32 (token ids) only */
+    CHECK_CONTAINS(rt_ctx_message(ctx), "x must be f32 or i32 (token ids) [N, ...], got i64 [5]");
+    rt_tensor_release(x64);
+    rt_dataset *dt = rt_dataset_new(ctx, y, NULL); /* i32 x: token ids (ABI 2.0) */
+    CHECK(dt && rt_dataset_x(dt)->dtype == RT_DTYPE_I32);
+    rt_dataset_free(dt);
     CHECK(rt_dataset_new(ctx, NULL, y) == NULL);
     /* no labels is fine */
     d = rt_dataset_new(ctx, x, NULL);

@@ -32,9 +32,9 @@ static void fixture_init(fixture *f)
     memcpy(rt_f32(f->b), b0, sizeof b0);
     rt_f32(f->frozen)[0] = 3;
     rt_f32(f->frozen)[1] = -3;
-    f->params[0] = (rt_param){"w", f->w, f->gw};
-    f->params[1] = (rt_param){"frozen", f->frozen, NULL};
-    f->params[2] = (rt_param){"b", f->b, f->gb};
+    f->params[0] = (rt_param){"w", f->w, f->gw, RT_ROLE_TRAINABLE};
+    f->params[1] = (rt_param){"frozen", f->frozen, NULL, RT_ROLE_FROZEN};
+    f->params[2] = (rt_param){"b", f->b, f->gb, RT_ROLE_TRAINABLE};
 }
 
 static void fixture_free(fixture *f)
@@ -318,24 +318,24 @@ static void test_mismatch(void)
     int64_t s4[1] = {4};
     rt_tensor *b4 = rt_tensor_new(f.ctx, RT_DTYPE_F32, 1, s4);
     rt_tensor *g4 = rt_tensor_new(f.ctx, RT_DTYPE_F32, 1, s4);
-    rt_param p[NP] = {f.params[0], f.params[1], {"b", b4, g4}};
+    rt_param p[NP] = {f.params[0], f.params[1], {"b", b4, g4, RT_ROLE_TRAINABLE}};
     CHECK(rt_optim_step(o, f.ctx, p, NP, 0.1f) == RT_STATUS_ERR_SHAPE);
     CHECK_CONTAINS(rt_ctx_message(f.ctx), "'b'");
     CHECK_CONTAINS(rt_ctx_message(f.ctx), "[4]");
     CHECK_CONTAINS(rt_ctx_message(f.ctx), "[3]");
 
-    rt_param q[NP] = {f.params[0], f.params[1], {"bias", f.b, f.gb}};
+    rt_param q[NP] = {f.params[0], f.params[1], {"bias", f.b, f.gb, RT_ROLE_TRAINABLE}};
     CHECK(rt_optim_step(o, f.ctx, q, NP, 0.1f) != RT_STATUS_OK);
     CHECK_CONTAINS(rt_ctx_message(f.ctx), "'bias'");
 
     /* A gradient of the wrong shape, and a frozen parameter that gains a
      * gradient (it has no state). */
-    rt_param r[NP] = {{"w", f.w, f.gb}, f.params[1], f.params[2]};
+    rt_param r[NP] = {{"w", f.w, f.gb, RT_ROLE_TRAINABLE}, f.params[1], f.params[2]};
     CHECK(rt_optim_step(o, f.ctx, r, NP, 0.1f) == RT_STATUS_ERR_SHAPE);
     CHECK_CONTAINS(rt_ctx_message(f.ctx), "'w'");
     int64_t s2[1] = {2};
     rt_tensor *gf = rt_tensor_new(f.ctx, RT_DTYPE_F32, 1, s2);
-    rt_param u[NP] = {f.params[0], {"frozen", f.frozen, gf}, f.params[2]};
+    rt_param u[NP] = {f.params[0], {"frozen", f.frozen, gf, RT_ROLE_TRAINABLE}, f.params[2]};
     CHECK(rt_optim_step(o, f.ctx, u, NP, 0.1f) != RT_STATUS_OK);
     CHECK_CONTAINS(rt_ctx_message(f.ctx), "'frozen'");
     CHECK(rt_optim_step(o, f.ctx, f.params, NP, -0.1f) != RT_STATUS_OK);

@@ -69,8 +69,10 @@ static void test_refusals(void)
     if (!r) return;
     char v[64], w[64], next_major[64];
     snprintf(v, sizeof v, "this host has ABI %d.%d", RT_ABI_MAJOR, RT_ABI_MINOR);
-    snprintf(next_major, sizeof next_major, "built for ABI %d.0", RT_ABI_MAJOR + 1);
+    /* A plugin built against ABI 1.1: both versions and the way out named. */
+    snprintf(next_major, sizeof next_major, "'fx_abi_major' was built for ABI 1.1");
     refused(r, "fx_abi_major", "abi", next_major, v);
+    refused(r, "fx_abi_major", "abi", "another major version: rebuild the plugin", NULL);
     snprintf(w, sizeof w, "built for ABI %d.%d", RT_ABI_MAJOR, RT_ABI_MINOR + 1);
     refused(r, "fx_abi_minor", "abi", w, "needs a newer retort");
     refused(r, "fx_no_entry", "entry", "rt_plugin_init", NULL);

@@ -56,7 +56,7 @@ end)
 T.test("student and loss: shapes are checked with both shapes named", function()
   local s = rt.student("mlp", { sizes = { 4, 3 } })
   local x = rt.zeros{ 2, 5 }
-  T.raises(function() s:forward(x) end, "student 'mlp'", "5 features per sample, the first layer takes 4")
+  T.raises(function() s:forward(x) end, "student 'mlp'", "input [2, 5] has 5 values per sample, the student takes 4")
   local kd = rt.loss("kd")
   T.raises(function() kd:forward(rt.zeros{ 2, 3 }, rt.zeros{ 2, 4 }) end,
     "loss 'kd'", "student logits [2, 3] vs teacher logits [2, 4]")
@@ -197,8 +197,7 @@ T.test("a broken plugin on RETORT_PLUGIN_PATH is reported and the rest still loa
   local out = p:read("a")
   p:close()
   T.check(out:find("warning: plugin " .. dir .. "/fx_abi_major.so: abi:", 1, true), "warning: " .. out)
-  local major = tonumber(rt.abi:match("^(%d+)%."))
-  T.check(out:find(("was built for ABI %d."):format(major + 1), 1, true), "the plugin's version: " .. out)
+  T.check(out:find("was built for ABI 1.1", 1, true), "the plugin's version: " .. out)
   T.check(out:find("this host has ABI " .. rt.abi, 1, true), "the host's version: " .. out)
   T.check(out:find("kd\ttrue", 1, true), "built-ins load: " .. out)
   os.execute("rm -rf " .. dir)
