@@ -162,7 +162,7 @@ rt.fit{ student = rt.student("mlp", { sizes = { 3, 2 } }), data = toy(8, 3, { 0,
   fails("features_vs_input", [[
 local s = rt.student("mlp", { sizes = { 4, 2 } })
 rt.fit{ student = s, data = toy(8, 3), epochs = 1 } --<
-]], "rt.fit: the training data (samples of [3]) does not fit the student", "has 3 features per sample",
+]], "rt.fit: the training data (samples of [3]) does not fit the student", "has 3 values per sample",
     "sizes = {3, 2}")
   fails("teacher_classes", [[
 local t = rt.teacher("model", { student = rt.student("mlp", { sizes = { 3, 5 } }) })
@@ -173,7 +173,7 @@ rt.distill{ teacher = t, student = s, data = toy(), epochs = 1, --<
   fails("teacher_input", [[
 local t = rt.teacher("model", { student = rt.student("mlp", { sizes = { 6, 2 } }) })
 rt.distill{ teacher = t, student = rt.student("mlp", { sizes = { 3, 2 } }), data = toy(), loss = rt.loss("kd") } --<
-]], "rt.distill: the training data (samples of [3]) does not fit the teacher", "the first layer takes 6")
+]], "rt.distill: the training data (samples of [3]) does not fit the teacher", "the student takes 6")
   fails("eval_labels", [[
 local s = rt.student("mlp", { sizes = { 3, 2 } })
 rt.fit{ student = s, data = toy(), eval = toy(4, 3, { 0, 1, 2, 0 }), epochs = 1 } --<
