@@ -1,7 +1,7 @@
 /*
  * bench_conv -- what the conv kernels cost next to the GEMMs they contain.
  *
- * The performance model of core/conv.c: a convolution is its GEMMs plus
+ * The performance model of core/kernels/conv.c: a convolution is its GEMMs plus
  * im2col (forward, and the dweight half of the backward) and col2im (the
  * dx half), so it should cost little more than the GEMMs (issue 10's
  * target: within 1.5x).  Measured on the 2-conv CNN of the issue at

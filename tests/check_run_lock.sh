@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One writer per run folder, and checked metrics writes (run_folder.lua,
-# core/runfolder.c).  Two runs started at once into one folder: one
+# core/io/runfolder.c).  Two runs started at once into one folder: one
 # refuses at once with a message naming the other's pid, the other
 # completes and its folder is whole (tests/crash/check_folder.lua).  A full
 # disk under metrics.jsonl (ENOSPC injected with strace on that file only):

@@ -77,6 +77,15 @@ const char *rtL_tojson(lua_State *L, int i);
 linst *rtL_checkinst(lua_State *L, int i, const char *mt);
 linst *rtL_checkany(lua_State *L, int i); /* student, teacher or loss */
 int rtL_inst_gc(lua_State *L);            /* __gc of the three */
+int rtL_box_gc(lua_State *L);             /* __gc of MT_BOX (rtlua.c) */
+/* A box owns a malloc'd C object with a destructor, for objects built
+ * before they can be pushed (cJSON trees, parsed files). */
+typedef struct box {
+    void *p;
+    void (*free)(void *);
+} box;
+/* Pushes an empty box (MT_BOX) whose __gc calls fr on p. */
+box *rtL_box_new(lua_State *L, void (*fr)(void *));
 
 /* Sets l into the table at the top, each a closure over the state. */
 void rtL_setfuncs(lua_State *L, const luaL_Reg *l);

@@ -3,7 +3,7 @@
 -- and the demo's summary.json that `retort report` draws.
 --
 -- The heavy sums (top-k, confusion, calibration, KL, JS) are C
--- (core/metrics.c); this file is glue.
+-- (core/train/metrics.c); this file is glue.
 local rt = ...
 local util = rt.util
 

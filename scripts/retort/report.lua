@@ -15,6 +15,8 @@
 -- </svg></figure>: its data are drawn in colour inside .marks, axes, grid
 -- and text in neutral greys, legends outside the SVG.  The Chromium check
 -- relies on that split to tell a drawn chart from an empty frame.
+-- It is longer than 800 lines because every drawing function sits beside
+-- the one escaping rule (M.html) it must keep.
 local rt = ...
 local util = rt.util
 

@@ -7,8 +7,9 @@
  * Finite differences: L = sum r . y for a fixed random r, so dL/dy = r is
  * what the backward is given; a fourth-order central stencil in the
  * float32 forward (rounding noise ~1e-7 |L| / h, truncation ~h^4), with
- * the error measured as in core/gradcheck.c: |a - n| / max(|a| + |n|,
+ * the error measured as in core/host/gradcheck.c: |a - n| / max(|a| + |n|,
  * 0.1 max|a|, 1e-2).  Sampled entries, always the first and the last.
+ * It is longer than 800 lines because the kernels share its helpers.
  */
 #include "rt_conv.h"
 #include "t.h"

@@ -1,6 +1,6 @@
 /*
  * test_kernels.c -- the fast kernels against their _ref twins and against
- * double-precision formulas written here, independently of core/kernels.c.
+ * double-precision formulas written here, independently of core/kernels/kernels.c.
  */
 #include "retort.h"
 #include "t.h"

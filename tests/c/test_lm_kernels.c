@@ -44,7 +44,7 @@ typedef double (*loss_fn)(void *ud);
 /* Compares analytic gradients g[i] of x[i] (i in idx[0..n) or all of
  * 0..len when idx is NULL) with the five-point stencil of f, step h.
  * Error per entry: |a - n| / max(|a| + |n|, 0.1 max|a| over the group,
- * 1e-6) (the measure of core/gradcheck.c).  Returns the worst. */
+ * 1e-6) (the measure of core/host/gradcheck.c).  Returns the worst. */
 static double fd_check(const char *name, float *x, const float *g, int64_t len, const int64_t *idx, int64_t n,
                        double h, loss_fn f, void *ud)
 {

@@ -1,5 +1,5 @@
 /*
- * test_runfolder.c -- core/runfolder.c and the bounded hash: the run lock
+ * test_runfolder.c -- core/io/runfolder.c and the bounded hash: the run lock
  * (a second holder refused with the first's pid; free again after
  * release), the removal of dead writers' temp files only, appends that
  * refuse what is not a regular file, and sha256 refusing special files

@@ -1,5 +1,5 @@
 /*
- * test_text.c -- text datasets (core/text.c): the byte tokenizer and the
+ * test_text.c -- text datasets (core/io/text.c): the byte tokenizer and the
  * tokenizer interface, reading a file, a folder and memory, the per-file
  * train/validation split, windows reproducible from (seed, epoch), the
  * errors, and the fortunes corpus when installed.

@@ -1,9 +1,7 @@
 /*
  * fuzz_safetensors.c -- libFuzzer target for the safetensors reader, from
- * memory.  Build (see docs/reliability.md):
- *   clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
- *     -Icore tests/fuzz/fuzz_safetensors.c core/safetensors.c core/ctx.c \
- *     core/tensor.c core/rng.c -lcjson -lm -o fuzz_safetensors
+ * memory.  Built by `make fuzz` with the whole core (see docs/reliability.md),
+ * which runs it as:
  *   ./fuzz_safetensors -malloc_limit_mb=512 -timeout=2 -max_total_time=60
  * Any input must give OK or an error status with a message; a parsed file
  * must be internally consistent.

@@ -22,6 +22,12 @@ rt_lib *rt_registry_lib(const rt_registry *r, const rt_plugin_desc *d);
  * option schema).  RT_STATUS_ERR_PLUGIN with a message on failure. */
 rt_status rt_check_desc(rt_ctx *ctx, const rt_plugin_desc *d);
 
+/* Where the loader gets the table it hands to a plugin's init: instance.c
+ * sets rt_host_api here when the library loads.  A pointer, not a call,
+ * so that the registry (below the instances) calls nothing of instance.c:
+ * no call cycle between the two (docs/architecture.md). */
+void rt_registry_set_host_api(const rt_api *(*host_api)(void));
+
 struct rt_instance {
     int refcount;
     const rt_plugin_desc *desc;

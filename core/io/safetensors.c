@@ -15,6 +15,10 @@
  * \u0000, \uZZZZ; see json_check.c), so those are checked here.
  * Tensor bytes are copied as they are: this file assumes a little-endian
  * host (checked below at compile time).
+ *
+ * This file is longer than 800 lines because the reader's checks and the
+ * writer share the format's rules, and splitting them would put the two
+ * sides of one format in different files.
  */
 #include "json_check.h"
 #include "retort.h"
@@ -838,4 +842,18 @@ rt_status rt_st_write(rt_ctx *ctx, const char *path, int n, const char *const *n
     rt_status st = write_atomic(ctx, path, write_st, &j);
     free(hdr);
     return st;
+}
+
+/* Here, not in base/finite.c: base may not use the file formats. */
+rt_status rt_st_check_finite(rt_ctx *ctx, const rt_st *f, const char *label)
+{
+    char what[320];
+    for (int i = 0; i < rt_st_count(f); i++) {
+        snprintf(what, sizeof what, "tensor '%s'", rt_st_name(f, i));
+        if (rt_tensor_check_finite(ctx, rt_st_tensor(f, i), what)) {
+            rt_error_prefix(ctx, "%s", label);
+            return rt_ctx_status(ctx);
+        }
+    }
+    return RT_STATUS_OK;
 }

@@ -48,6 +48,9 @@ struct rt_registry {
 
 rt_registry *rt_registry_new(void) { return calloc(1, sizeof(rt_registry)); }
 
+static const rt_api *(*host_api_fn)(void);
+void rt_registry_set_host_api(const rt_api *(*host_api)(void)) { host_api_fn = host_api; }
+
 void rt_lib_retain(rt_lib *l) { l->refcount++; }
 
 void rt_lib_release(rt_lib *l)
@@ -198,7 +201,12 @@ rt_status rt_registry_load(rt_registry *r, rt_ctx *ctx, const char *path)
                         RT_PLUGIN_ENTRY_NAME);
     }
     char err[512] = "";
-    const rt_plugin_desc *const *list = init(rt_host_api(), err, sizeof err);
+    if (!host_api_fn) {
+        dlclose(h);
+        return rt_error(ctx, RT_STATUS_ERR_STATE, "plugin %s: init: no host function table (instance.c not linked)",
+                        path);
+    }
+    const rt_plugin_desc *const *list = init(host_api_fn(), err, sizeof err);
     if (!list) {
         dlclose(h);
         err[sizeof err - 1] = 0;

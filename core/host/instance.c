@@ -858,3 +858,7 @@ static const rt_api host_api = {
 };
 
 const rt_api *rt_host_api(void) { return &host_api; }
+
+/* Hands the table to the loader when the library (or a program linking
+ * the core's objects) starts: see rt_registry_set_host_api. */
+__attribute__((constructor)) static void register_host_api(void) { rt_registry_set_host_api(rt_host_api); }
