@@ -1,6 +1,7 @@
 /*
  * instance.c -- live plugin objects, the checked calls into their vtables,
- * parameter save/load, and the function table handed to plugins.
+ * parameter save/load.  The function table handed to plugins is in
+ * api.c.
  *
  * Every call into a plugin goes through a wrapper here that checks what the
  * ABI promises the plugin (dtypes, shapes, contiguity, labels in range),
@@ -694,39 +695,7 @@ rt_status rt_instance_load(rt_instance *i, rt_ctx *ctx, const char *path)
     return st;
 }
 
-/* --------------------------------------------------------- the host table */
-
-static rt_status api_error(rt_ctx *ctx, rt_status code, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    rt_verror(ctx, code, fmt, ap);
-    va_end(ap);
-    return code;
-}
-
-static rt_status api_instance_create(rt_ctx *ctx, rt_kind kind, const char *name, const char *opts_json,
-                                     rt_instance **out)
-{
-    if (!ctx->registry) {
-        *out = NULL;
-        return rt_error(ctx, RT_STATUS_ERR_STATE, "no plugin registry in this context");
-    }
-    return rt_instance_create(ctx->registry, ctx, kind, name, opts_json, out);
-}
-
-static rt_status api_checkpoint_meta(rt_ctx *ctx, const char *path, const char *key, char *buf, size_t len)
-{
-    rt_st *f = NULL;
-    if (rt_st_read_meta(ctx, path, &f)) return rt_ctx_status(ctx);
-    const char *v = rt_st_meta_get(f, key);
-    rt_status st = RT_STATUS_OK;
-    if (!v) st = rt_error(ctx, RT_STATUS_ERR_FORMAT, "%s: no metadata '%s'", path, key);
-    else if (strlen(v) >= len) st = rt_error(ctx, RT_STATUS_ERR_FORMAT, "%s: metadata '%s' is too long", path, key);
-    else memcpy(buf, v, strlen(v) + 1);
-    rt_st_free(f);
-    return st;
-}
+/* ------------------------------------------------ models from checkpoints */
 
 /* Slack over twice the file's size for what an architecture allocates
  * beyond its parameters and their gradients. */
@@ -781,84 +750,3 @@ rt_status rt_instance_from_checkpoint(rt_registry *r, rt_ctx *ctx, rt_kind kind,
     free(op);
     return st;
 }
-
-static rt_status api_instance_from_checkpoint(rt_ctx *ctx, rt_kind kind, const char *name, const char *opts_json,
-                                              const char *path, rt_instance **out)
-{
-    if (!ctx->registry) {
-        *out = NULL;
-        return rt_error(ctx, RT_STATUS_ERR_STATE, "no plugin registry in this context");
-    }
-    return rt_instance_from_checkpoint(ctx->registry, ctx, kind, name, opts_json, path, out);
-}
-
-static rt_status api_params_load(rt_ctx *ctx, rt_instance *inst, const char *path)
-{
-    return rt_instance_load(inst, ctx, path);
-}
-
-static rt_status api_teacher_forward(rt_instance *t, rt_ctx *ctx, const rt_batch *b, rt_signal *out)
-{
-    if (!b) {
-        memset(out, 0, sizeof *out);
-        return rt_error(ctx, RT_STATUS_ERR_ARG, "teacher_forward: no batch");
-    }
-    return rt_teacher_forward_ids(t, ctx, b->x, b->size >= offsetof(rt_batch, ids) + sizeof b->ids ? b->ids : NULL,
-                                  out);
-}
-
-static const rt_api host_api = {
-    .abi_major = RT_ABI_MAJOR,
-    .abi_minor = RT_ABI_MINOR,
-    .size = sizeof(rt_api),
-    .error = api_error,
-    .tensor_new = rt_tensor_new,
-    .tensor_retain = rt_tensor_retain,
-    .tensor_release = rt_tensor_release,
-    .tensor_ensure = rt_tensor_ensure,
-    .shape_str = rt_tensor_shape_str,
-    .scratch = rt_scratch,
-    .ctx_rng = rt_ctx_rng,
-    .rng_seed = rt_rng_seed,
-    .rng_u64 = rt_rng_u64,
-    .rng_uniform = rt_rng_uniform,
-    .rng_normal = rt_rng_normal,
-    .opt_number = rt_opts_number,
-    .opt_int = rt_opts_int,
-    .opt_bool = rt_opts_bool,
-    .opt_string = rt_opts_string,
-    .opt_int_list = rt_opts_int_list,
-    .opt_json = rt_opts_json,
-    .gemm = rt_gemm,
-    .bias_act = rt_bias_act,
-    .bias_act_backward = rt_bias_act_backward,
-    .softmax = rt_softmax,
-    .log_softmax = rt_log_softmax,
-    .instance_create = api_instance_create,
-    .instance_release = rt_instance_release,
-    .instance_desc = rt_instance_desc,
-    .instance_self = rt_instance_self,
-    .params_load = api_params_load,
-    .checkpoint_meta = api_checkpoint_meta,
-    .log_softmax_f64 = rt_log_softmax_f64,
-    .instance_from_checkpoint = api_instance_from_checkpoint,
-    .tensor_view = rt_tensor_view,
-    .tensor_narrow = rt_tensor_narrow,
-    .tensor_reshape = rt_tensor_reshape,
-    .student_forward = rt_student_forward,
-    .student_backward = rt_student_backward,
-    .teacher_forward = api_teacher_forward,
-    .instance_params = rt_instance_params,
-    .instance_feature = rt_instance_feature,
-    .instance_flops = rt_instance_flops,
-    .instance_input_spec = rt_instance_input_spec,
-    .instance_record = rt_instance_record,
-    .instance_features = rt_instance_features,
-    .instance_extension = rt_instance_extension,
-};
-
-const rt_api *rt_host_api(void) { return &host_api; }
-
-/* Hands the table to the loader when the library (or a program linking
- * the core's objects) starts: see rt_registry_set_host_api. */
-__attribute__((constructor)) static void register_host_api(void) { rt_registry_set_host_api(rt_host_api); }
