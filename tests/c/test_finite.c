@@ -120,7 +120,7 @@ static void test_optimizer_update(void)
         rt_tensor *w = tensor2(ctx, 3, 70), *g = tensor2(ctx, 3, 70);
         rt_tensor *v = tensor2(ctx, 1, 2), *gv = tensor2(ctx, 1, 2);
         for (int i = 0; i < 210; i++) rt_f32(g)[i] = 0.01f * (float)(i % 7);
-        rt_param p[2] = {{"v", v, gv}, {"layers.0.weight", w, g}};
+        rt_param p[2] = {{"v", v, gv, RT_ROLE_TRAINABLE}, {"layers.0.weight", w, g, RT_ROLE_TRAINABLE}};
         rt_optim *o = rt_optim_new(ctx, &cfgs[c]);
         CHECK(rt_optim_step(o, ctx, p, 2, cfgs[c].lr) == RT_STATUS_OK);
         /* a NaN gradient: named with its index */
@@ -152,7 +152,7 @@ static void test_optimizer_state(void)
     rt_optim_cfg cfg = {.kind = RT_OPTIM_ADAM, .lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f};
     rt_tensor *w = tensor2(ctx, 1, 9), *g = tensor2(ctx, 1, 9);
     rt_f32(g)[4] = 1e30f;
-    rt_param p[1] = {{"w", w, g}};
+    rt_param p[1] = {{"w", w, g, RT_ROLE_TRAINABLE}};
     rt_optim *o = rt_optim_new(ctx, &cfg);
     CHECK(rt_optim_step(o, ctx, p, 1, cfg.lr) == RT_STATUS_ERR_NUMERIC);
     CHECK_CONTAINS(rt_ctx_message(ctx), "state 'w.exp_avg_sq' has a non-finite value: inf at [0, 4]");
