@@ -380,6 +380,25 @@ rt_status rt_dataset_gather(const rt_dataset *d, rt_ctx *ctx,
                             const int64_t *idx, int64_t n, rt_tensor *xb,
                             rt_tensor *yb);
 
+/* The batches of one epoch (core/data/batcher.c).  Order: 0..N-1, or with
+ * shuffle a permutation drawn from the stream (seed, epoch): the same
+ * order for epoch e in every run and after a resume.  A batch size over N
+ * is N.  d is borrowed and must outlive the batcher.  Error in ctx. */
+typedef struct rt_batcher rt_batcher;
+rt_status rt_batcher_new(rt_ctx *ctx, const rt_dataset *d, int64_t bs,
+                         int shuffle, uint64_t seed, uint64_t epoch,
+                         int drop_last, rt_batcher **out);
+/* The next batch: B rows gathered into the first B rows of *x, *y (NULL
+ * without labels) and *ids (i32 sample ids), tensors of batch-size rows
+ * owned by b and reused by the next call.  Returns B; 0 at the end (a
+ * short last batch is skipped with drop_last); -1 with an error in ctx. */
+int64_t rt_batcher_next(rt_batcher *b, rt_ctx *ctx, rt_tensor **x,
+                        rt_tensor **y, rt_tensor **ids);
+int64_t rt_batcher_batch_size(const rt_batcher *b);
+/* The epoch's order of sample ids (borrowed, *n of them). */
+const int64_t *rt_batcher_order(const rt_batcher *b, int64_t *n);
+void rt_batcher_free(rt_batcher *b);
+
 /* ================================================================ metrics */
 /* Evaluation sums over a batch; callers divide by the sample count.  Shapes
  * are checked, and logits must be finite (errors in ctx, result -1). */

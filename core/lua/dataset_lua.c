@@ -111,23 +111,17 @@ static int d_gather(lua_State *L)
     return 2;
 }
 
-/* The batch iterator's state.  The permutation lives in the same
- * userdata; x/y/idx buffers are reused across batches. */
+/* The batch iterator's state: the core's batcher (core/data/batcher.c);
+ * the dataset userdata is its uservalue, so the dataset outlives it. */
 typedef struct batcher {
-    rt_dataset *d; /* borrowed: the dataset userdata is its uservalue */
-    int64_t n, bs, pos;
-    int drop_last;
-    rt_tensor *xb, *yb, *ib; /* [bs, ...], [bs], [bs] i32 sample ids */
-    int64_t perm[];
+    rt_batcher *b;
 } batcher;
 
 static int b_gc(lua_State *L)
 {
-    batcher *b = luaL_checkudata(L, 1, MT_BATCHER);
-    rt_tensor_release(b->xb);
-    rt_tensor_release(b->yb);
-    rt_tensor_release(b->ib);
-    b->xb = b->yb = b->ib = NULL;
+    batcher *u = luaL_checkudata(L, 1, MT_BATCHER);
+    rt_batcher_free(u->b);
+    u->b = NULL;
     return 0;
 }
 
@@ -135,30 +129,28 @@ static int b_gc(lua_State *L)
  * tensors are reused by the next call. */
 static int b_next(lua_State *L)
 {
-    batcher *b = luaL_checkudata(L, lua_upvalueindex(2), MT_BATCHER);
+    batcher *u = luaL_checkudata(L, lua_upvalueindex(2), MT_BATCHER);
     rtL_state *st = S(L);
-    int64_t left = b->n - b->pos;
-    if (left <= 0 || (b->drop_last && left < b->bs)) return 0;
-    int64_t B = left < b->bs ? left : b->bs;
-    if (rt_dataset_gather(b->d, st->ctx, b->perm + b->pos, B, b->xb, b->yb)) return rtL_fail(L);
-    int32_t *ids = rt_i32(b->ib);
-    for (int64_t k = 0; k < B; k++) ids[k] = (int32_t)b->perm[b->pos + k];
-    b->pos += B;
-    if (B == b->bs) {
-        rtL_pushborrowed(L, b->xb);
-        rtL_pushborrowed(L, b->yb);
-        rtL_pushborrowed(L, b->ib);
+    if (!u->b) return 0;
+    rt_tensor *xb, *yb, *ib;
+    int64_t B = rt_batcher_next(u->b, st->ctx, &xb, &yb, &ib);
+    if (B < 0) return rtL_fail(L);
+    if (B == 0) return 0;
+    if (B == rt_batcher_batch_size(u->b)) {
+        rtL_pushborrowed(L, xb);
+        rtL_pushborrowed(L, yb);
+        rtL_pushborrowed(L, ib);
         return 3;
     }
     /* The last, short batch: views of the first B rows. */
-    rt_tensor *v[3] = {b->xb, b->yb, b->ib};
+    rt_tensor *v[3] = {xb, yb, ib};
     for (int k = 0; k < 3; k++) {
         if (!v[k]) {
             lua_pushnil(L);
             continue;
         }
-        ltensor *u = rtL_newtensor(L);
-        if (!(u->t = rt_tensor_narrow(st->ctx, v[k], 0, 0, B))) return rtL_fail(L);
+        ltensor *t = rtL_newtensor(L);
+        if (!(t->t = rt_tensor_narrow(st->ctx, v[k], 0, 0, B))) return rtL_fail(L);
     }
     return 3;
 }
@@ -185,33 +177,12 @@ static int d_batches(lua_State *L)
         epoch = luaL_optinteger(L, -1, 0);
         lua_pop(L, 4);
     }
-    int64_t n = rt_dataset_size(u->d);
-    if (bs > n && n > 0) bs = n;
-    batcher *b = lua_newuserdatauv(L, sizeof *b + sizeof(int64_t) * (size_t)(n ? n : 1), 1);
-    memset(b, 0, sizeof *b);
+    batcher *b = lua_newuserdatauv(L, sizeof *b, 1);
+    b->b = NULL;
     luaL_setmetatable(L, MT_BATCHER);
     lua_pushvalue(L, 1);
     lua_setiuservalue(L, -2, 1); /* keeps the dataset alive */
-    b->d = u->d;
-    b->n = n;
-    b->bs = bs;
-    b->drop_last = drop_last;
-    if (shuffle) {
-        rt_rng r;
-        rt_rng_seed(&r, (uint64_t)seed, 0x6261746368ull + (uint64_t)epoch);
-        rt_rng_permutation(&r, b->perm, n);
-    } else {
-        for (int64_t k = 0; k < n; k++) b->perm[k] = k;
-    }
-    rt_tensor *x = rt_dataset_x(u->d), *y = rt_dataset_y(u->d);
-    int64_t shape[RT_MAX_DIMS];
-    memcpy(shape, x->shape, sizeof shape);
-    shape[0] = bs;
-    rt_ctx *ctx = S(L)->ctx;
-    int64_t bsz = bs;
-    if (!(b->xb = rt_tensor_new(ctx, x->dtype, x->ndim, shape)) ||
-        (y && !(b->yb = rt_tensor_new(ctx, RT_DTYPE_I32, 1, &bsz))) ||
-        !(b->ib = rt_tensor_new(ctx, RT_DTYPE_I32, 1, &bsz)))
+    if (rt_batcher_new(S(L)->ctx, u->d, bs, shuffle, (uint64_t)seed, (uint64_t)epoch, drop_last, &b->b))
         return rtL_fail(L);
     lua_pushvalue(L, lua_upvalueindex(1));
     lua_insert(L, -2);
