@@ -153,6 +153,58 @@ void rt_log_softmax_ref(const float *x, float *out, int64_t N, int64_t C,
  * give -inf; a row of all -inf gives NaN. */
 void rt_log_softmax_f64(const float *x, double *out, int64_t N, int64_t C, double T);
 
+/* Tensor arithmetic on rt_tensor (core/kernels/tensor_math.c): what the
+ * Lua binding's tensor methods run.  f32 (labels: i32 class ids); inputs
+ * may be views (any strides); out is preallocated by the caller with the
+ * shape the op gives and may alias an elementwise op's input (in place).
+ * what names the op in messages ("tensor:add"); on error nothing is
+ * written and the message is in ctx. */
+typedef enum rt_binop { RT_OP_ADD, RT_OP_SUB, RT_OP_MUL, RT_OP_DIV } rt_binop;
+typedef enum rt_unop {
+    RT_OP_EXP, RT_OP_LOG, RT_OP_NEG, RT_OP_ABS, RT_OP_SQRT, RT_OP_SQUARE,
+    RT_OP_POW, RT_OP_CLAMP
+} rt_unop;
+typedef enum rt_reduce { RT_REDUCE_SUM, RT_REDUCE_MEAN, RT_REDUCE_MAX } rt_reduce;
+/* The NumPy broadcast of a's and b's shapes into shape, *nd; an error
+ * names both shapes. */
+rt_status rt_broadcast_shape(rt_ctx *ctx, const rt_tensor *a, const rt_tensor *b,
+                             int64_t *shape, int *nd, const char *what);
+/* out = a (op) b, broadcasting; a NULL stands for the number av, b NULL
+ * for bv (one of them a tensor).  out: the broadcast shape. */
+rt_status rt_tensor_binary(rt_ctx *ctx, rt_binop o, rt_tensor *out,
+                           const rt_tensor *a, float av, const rt_tensor *b,
+                           float bv, const char *what);
+/* out = f(a) elementwise, out of a's shape: pow uses p; clamp to
+ * [lo, hi] (+-INFINITY: an open side; lo > hi is an error). */
+rt_status rt_tensor_unary(rt_ctx *ctx, rt_unop o, rt_tensor *out,
+                          const rt_tensor *a, double p, double lo, double hi,
+                          const char *what);
+/* out (contiguous, a's shape) = softmax(a / T) or, with logp,
+ * log_softmax(a / T) along the last dimension; T finite and > 0. */
+rt_status rt_tensor_softmax(rt_ctx *ctx, rt_tensor *out, const rt_tensor *a,
+                            double T, int logp, const char *what);
+/* *out = the sum, mean or max of every element of a (any dtype), in
+ * double; the max of no element is an error, NaN wins the max. */
+rt_status rt_tensor_reduce_all(rt_ctx *ctx, rt_reduce o, const rt_tensor *a,
+                               double *out, const char *what);
+/* The shape of a reduced along dim (0-based): removed, or 1 with keep. */
+rt_status rt_reduce_shape(rt_ctx *ctx, rt_reduce o, const rt_tensor *a, int dim,
+                          int keep, int64_t *shape, int *nd, const char *what);
+/* out (contiguous, rt_reduce_shape) = a reduced along dim, in double. */
+rt_status rt_tensor_reduce(rt_ctx *ctx, rt_reduce o, rt_tensor *out,
+                           const rt_tensor *a, int dim, int keep,
+                           const char *what);
+/* y is i32 [N] (N < 0: any) with every label in [0, C); the message
+ * counts rows from 1, as the Lua caller sees them. */
+rt_status rt_labels_check(rt_ctx *ctx, const rt_tensor *y, int64_t N, int64_t C,
+                          const char *what);
+/* out[n] = a[n, y[n]] for a [N, C]; out contiguous [N]. */
+rt_status rt_tensor_gather_labels(rt_ctx *ctx, rt_tensor *out, const rt_tensor *a,
+                                  const rt_tensor *y, const char *what);
+/* out (contiguous [N, C]) = one-hot rows of the labels y [N]. */
+rt_status rt_tensor_one_hot(rt_ctx *ctx, rt_tensor *out, const rt_tensor *y,
+                            int64_t C, const char *what);
+
 /* Mean over the batch of cross-entropy(softmax(logits[N,C]), y[N]) with
  * label smoothing eps (target = (1-eps) one-hot + eps/C).  If grad is not
  * NULL: grad[N,C] += scale * d(mean CE)/d(logits).  Labels must be in
@@ -379,6 +431,25 @@ rt_tensor *rt_dataset_y(const rt_dataset *d); /* borrowed, may be NULL */
 rt_status rt_dataset_gather(const rt_dataset *d, rt_ctx *ctx,
                             const int64_t *idx, int64_t n, rt_tensor *xb,
                             rt_tensor *yb);
+
+/* The batches of one epoch (core/data/batcher.c).  Order: 0..N-1, or with
+ * shuffle a permutation drawn from the stream (seed, epoch): the same
+ * order for epoch e in every run and after a resume.  A batch size over N
+ * is N.  d is borrowed and must outlive the batcher.  Error in ctx. */
+typedef struct rt_batcher rt_batcher;
+rt_status rt_batcher_new(rt_ctx *ctx, const rt_dataset *d, int64_t bs,
+                         int shuffle, uint64_t seed, uint64_t epoch,
+                         int drop_last, rt_batcher **out);
+/* The next batch: B rows gathered into the first B rows of *x, *y (NULL
+ * without labels) and *ids (i32 sample ids), tensors of batch-size rows
+ * owned by b and reused by the next call.  Returns B; 0 at the end (a
+ * short last batch is skipped with drop_last); -1 with an error in ctx. */
+int64_t rt_batcher_next(rt_batcher *b, rt_ctx *ctx, rt_tensor **x,
+                        rt_tensor **y, rt_tensor **ids);
+int64_t rt_batcher_batch_size(const rt_batcher *b);
+/* The epoch's order of sample ids (borrowed, *n of them). */
+const int64_t *rt_batcher_order(const rt_batcher *b, int64_t *n);
+void rt_batcher_free(rt_batcher *b);
 
 /* ================================================================ metrics */
 /* Evaluation sums over a batch; callers divide by the sample count.  Shapes

@@ -337,3 +337,137 @@ void rtL_add_methods(lua_State *L, const char *mt, const luaL_Reg *l)
     rtL_setfuncs(L, l);
     lua_pop(L, 2);
 }
+
+/* Moved from retort_lua.c with its split by class: shared by its files. */
+
+/* The registry, with the built-in folder and RETORT_PLUGIN_PATH loaded on
+ * the first call.  A plugin file that fails to load registers nothing; the
+ * others load.  That is said once, on stderr, and the reason is kept in
+ * rt.plugin_load_error.  Call it before acquiring C resources (it may
+ * raise on OOM). */
+rt_registry *rtL_registry(lua_State *L)
+{
+    rtL_state *s = S(L);
+    if (s->plugins_loaded) return s->reg;
+    s->plugins_loaded = 1;
+    if (rt_registry_load_default(s->reg, s->ctx)) {
+        fprintf(stderr, "retort: warning: %s\n", rt_ctx_message(s->ctx));
+        if (lua_getiuservalue(L, lua_upvalueindex(1), 1) == LUA_TTABLE) {
+            lua_pushstring(L, rt_ctx_message(s->ctx));
+            lua_setfield(L, -2, "plugin_load_error");
+        }
+        lua_pop(L, 1);
+    }
+    rt_ctx_clear(s->ctx);
+    return s->reg;
+}
+
+rt_dtype rtL_checkdtype(lua_State *L, int i, const char *def)
+{
+    const char *s = luaL_optstring(L, i, def);
+    if (!strcmp(s, "f32")) return RT_DTYPE_F32;
+    if (!strcmp(s, "i32")) return RT_DTYPE_I32;
+    if (!strcmp(s, "i64")) return RT_DTYPE_I64;
+    return (rt_dtype)luaL_argerror(L, i, lua_pushfstring(L, "dtype must be 'f32', 'i32' or 'i64', got '%s'", s));
+}
+
+/* A string argument that C will read up to its first NUL (a path, a name,
+ * an option): one with an embedded NUL would silently mean a different,
+ * shorter string, so it is refused.  what names it in the error. */
+const char *rtL_checkcstr(lua_State *L, int i, const char *what)
+{
+    size_t n;
+    const char *s = luaL_checklstring(L, i, &n);
+    size_t z = strlen(s);
+    if (z != n) luaL_argerror(L, i, lua_pushfstring(L, "%s contains a NUL byte at position %d", what, (int)z + 1));
+    return s;
+}
+
+/* The number at i as a value for a tensor of dtype dt: any number for f32;
+ * for i32 an integer in [-2^31, 2^31) (a cast of anything else would be
+ * undefined or silently wrong). */
+lua_Number rtL_checkelem(lua_State *L, int i, rt_dtype dt)
+{
+    lua_Number v = luaL_checknumber(L, i);
+    if (dt == RT_DTYPE_I32 && !(v == floor(v) && v >= -2147483648.0 && v < 2147483648.0))
+        luaL_argerror(L, i,
+                      lua_pushfstring(L, "%f is not an integer in [-2^31, 2^31): an i32 tensor holds integers", v));
+    return v;
+}
+
+int rtL_inst_gc(lua_State *L)
+{
+    linst *u = lua_touserdata(L, 1);
+    if (u) {
+        rt_instance_release(u->i);
+        rt_tensor_release(u->grad);
+        u->i = NULL;
+        u->grad = NULL;
+    }
+    return 0;
+}
+
+/* Creates metatable `name` with __index = a table of the given methods
+ * (each a closure over the state). */
+void rtL_new_class(lua_State *L, const char *name, const luaL_Reg *m1, const luaL_Reg *m2, lua_CFunction gc)
+{
+    luaL_newmetatable(L, name);
+    lua_newtable(L);
+    rtL_setfuncs(L, m1);
+    if (m2) rtL_setfuncs(L, m2);
+    lua_setfield(L, -2, "__index");
+    if (gc) {
+        lua_pushcfunction(L, gc);
+        lua_setfield(L, -2, "__gc");
+        lua_pushcfunction(L, gc);
+        lua_setfield(L, -2, "__close");
+    }
+    lua_pushstring(L, name);
+    lua_setfield(L, -2, "__name");
+    lua_pop(L, 1);
+}
+
+/* Pushes a GC-owned array of all of i's parameters (no fixed limit) and
+ * returns it; *n gets the count. */
+rt_param *rtL_push_params(lua_State *L, rt_instance *i, int *n)
+{
+    *n = rt_instance_param_count(i);
+    rt_param *p = lua_newuserdatauv(L, sizeof(rt_param) * (size_t)(*n > 0 ? *n : 1), 0);
+    int again = rt_instance_params(i, p, *n);
+    if (again != *n)
+        luaL_error(L, "%s '%s': reported %d parameters, then %d", rt_kind_name(rt_instance_desc(i)->kind),
+                   rt_instance_desc(i)->name, *n, again);
+    return p;
+}
+
+/* Metadata table at index i -> parallel key/value arrays in a GC-owned
+ * userdata (pointers into Lua strings that stay on the stack/table). */
+int rtL_meta_arrays(lua_State *L, int i, const char ***keys, const char ***vals)
+{
+    int n = 0;
+    if (lua_isnoneornil(L, i)) {
+        *keys = *vals = NULL;
+        return 0;
+    }
+    luaL_checktype(L, i, LUA_TTABLE);
+    lua_pushnil(L);
+    while (lua_next(L, i)) {
+        if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
+            luaL_error(L, "metadata must map strings to strings");
+        n++;
+        lua_pop(L, 1);
+    }
+    const char **k = lua_newuserdatauv(L, sizeof(char *) * (size_t)(2 * n + 1), 0);
+    const char **v = k + n;
+    int j = 0;
+    lua_pushnil(L);
+    while (lua_next(L, i)) {
+        k[j] = rtL_tocstr(L, -2, "metadata key"); /* strings owned by the table at i */
+        v[j] = rtL_tocstr(L, -1, "metadata value");
+        j++;
+        lua_pop(L, 1);
+    }
+    *keys = k;
+    *vals = v;
+    return n;
+}

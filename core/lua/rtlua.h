@@ -74,9 +74,14 @@ int rtL_checkshape(lua_State *L, int i, int64_t *shape);
 /* Pushes the JSON text of the value at i (nil -> "{}"), keys sorted. */
 const char *rtL_tojson(lua_State *L, int i);
 
+/* A GC-owned array of all of i's parameters, pushed; *n gets the count. */
+rt_param *rtL_push_params(lua_State *L, rt_instance *i, int *n);
+/* Metadata table at i -> parallel key/value arrays (GC-owned, pushed);
+ * returns the count. */
+int rtL_meta_arrays(lua_State *L, int i, const char ***keys, const char ***vals);
 linst *rtL_checkinst(lua_State *L, int i, const char *mt);
 linst *rtL_checkany(lua_State *L, int i); /* student, teacher or loss */
-int rtL_inst_gc(lua_State *L);            /* __gc of the three */
+int rtL_inst_gc(lua_State *L);            /* __gc of the three (rtlua.c) */
 int rtL_box_gc(lua_State *L);             /* __gc of MT_BOX (rtlua.c) */
 /* A box owns a malloc'd C object with a destructor, for objects built
  * before they can be pushed (cJSON trees, parsed files). */
@@ -92,8 +97,19 @@ void rtL_setfuncs(lua_State *L, const luaL_Reg *l);
 /* Adds methods to metatable mt's __index table. */
 void rtL_add_methods(lua_State *L, const char *mt, const luaL_Reg *l);
 
+/* Creates metatable name with __index = the methods of m1 and m2 (NULL:
+ * none), each a closure over the state; gc (or NULL) is __gc and __close. */
+void rtL_new_class(lua_State *L, const char *name, const luaL_Reg *m1, const luaL_Reg *m2, lua_CFunction gc);
+
 /* Hooks called by luaopen_retort with the module table at the top of the
- * stack (each leaves the stack as it found it). */
+ * stack (each leaves the stack as it found it).  One file per class, as
+ * Lua splits its libraries: */
+void rtL_open_tensor(lua_State *L);     /* tensor_lua.c: Tensor           */
+void rtL_open_instance(lua_State *L);   /* instance_lua.c: Student, ...   */
+void rtL_open_optim(lua_State *L);      /* optim_lua.c: Optimizer         */
+void rtL_open_dataset(lua_State *L);    /* dataset_lua.c: Dataset, batches */
+void rtL_open_io(lua_State *L);         /* io_lua.c: files                */
+/* and the others: */
 void rtL_open_tensor_ops(lua_State *L); /* tensor_ops.c: tensor math     */
 void rtL_open_lua_loss(lua_State *L);   /* lua_loss.c: losses in Lua      */
 /* lua_loss.c: loss:set(name, value) for a boolean or string value. */

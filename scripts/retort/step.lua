@@ -1,0 +1,55 @@
+-- step.lua: one training step of rt.distill: the teacher's signal (cached
+-- or live), the student's forward, every weighted loss term's forward and
+-- backward into one gradient, the student's backward and the optimizer's
+-- step.  Moved out of train.lua (issue 9); rt.distill calls it through
+-- rt.step at call time.
+local rt = ...
+local util = rt.util
+
+-- run: { student, teacher, cache, bs, terms, plan, opt, lr_at, grad, tbuf }
+-- (grad and tbuf: buffers reused across steps, kept in run).  Adds each
+-- term's value times #x to sums[i]; returns the weighted total, the terms'
+-- values by name and the learning rate used.
+local function train_step(run, x, y, idx, epoch, step, sums)
+  local student, teacher, terms, plan = run.student, run.teacher, run.terms, run.plan
+  local tz
+  if teacher then
+    if run.cache then
+      tz = rt.cache.teacher_rows(run, idx)
+    else
+      tz = teacher:forward(x, idx)
+    end
+  end
+  local s = student:forward(x, true)
+  if plan.active then rt.run_abi.begin_step(plan, student) end
+  local grad = run.grad
+  if grad == nil or #grad ~= #s then grad = rt.zeros(s:shape()) else grad:fill(0) end
+  run.grad = grad
+  local total = 0
+  local values = {}
+  for i, t in ipairs(terms) do
+    local w = rt.terms.apply_schedules(t, epoch, step)
+    local v
+    local routed = t.features and (#t.features > 0 or t.binds)
+    if routed then
+      v = rt.run_abi.term(plan, t, student, teacher, s, tz, y, epoch, step, w, grad)
+    else
+      v = t.loss:forward(s, t.needs_teacher and tz or nil, t.needs_target and y or nil, epoch, step)
+    end
+    if v ~= v or v == math.huge or v == -math.huge then error(util.nonfinite_loss(t, v, s, idx), 0) end
+    if w ~= 0 and not routed then
+      t.loss:backward(s, t.needs_teacher and tz or nil, t.needs_target and y or nil, epoch, step, w, grad)
+      t.grad_what = t.grad_what or ("loss term '%s': its gradient"):format(t.name)
+      rt.check_finite(grad, t.grad_what, idx)
+    end
+    sums[i] = sums[i] + v * #x
+    values[t.name] = v
+    total = total + w * v
+  end
+  student:backward(grad, plan.active and rt.run_abi.taps(plan) or nil)
+  local lr = run.lr_at(step)
+  run.opt:step(student, lr, plan.extras)
+  return total, values, lr
+end
+
+rt.step = { train_step = train_step }
