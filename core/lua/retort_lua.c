@@ -1419,7 +1419,10 @@ static int d_gather(lua_State *L)
     }
     if (y && !yo) {
         ltensor *t = rtL_newtensor(L);
-        if (!(t->t = rt_tensor_new(S(L)->ctx, RT_DTYPE_I32, 1, &B))) return rtL_fail(L);
+        int64_t ys[RT_MAX_DIMS];
+        memcpy(ys, y->shape, sizeof ys);
+        ys[0] = B;
+        if (!(t->t = rt_tensor_new(S(L)->ctx, RT_DTYPE_I32, y->ndim, ys))) return rtL_fail(L);
         yo = t->t;
     } else if (yo) {
         lua_pushvalue(L, 4);
@@ -1530,9 +1533,13 @@ static int d_batches(lua_State *L)
     memcpy(shape, x->shape, sizeof shape);
     shape[0] = bs;
     rt_ctx *ctx = S(L)->ctx;
-    int64_t bsz = bs;
+    int64_t bsz = bs, yshape[RT_MAX_DIMS];
+    if (y) { /* [bs] class ids, or [bs, ...] per-position labels */
+        memcpy(yshape, y->shape, sizeof yshape);
+        yshape[0] = bs;
+    }
     if (!(b->xb = rt_tensor_new(ctx, x->dtype, x->ndim, shape)) ||
-        (y && !(b->yb = rt_tensor_new(ctx, RT_DTYPE_I32, 1, &bsz))) ||
+        (y && !(b->yb = rt_tensor_new(ctx, RT_DTYPE_I32, y->ndim, yshape))) ||
         !(b->ib = rt_tensor_new(ctx, RT_DTYPE_I32, 1, &bsz)))
         return rtL_fail(L);
     lua_pushvalue(L, lua_upvalueindex(1));
@@ -2058,6 +2065,7 @@ int luaopen_retort(lua_State *L)
     rtL_open_runfolder(L);
     rtL_open_finite(L);
     rtL_open_abi(L);
+    rtL_open_lm(L);
 
     /* Run the Lua library: each chunk receives the module table. */
     for (const struct rtL_chunk *c = rtL_lua_chunks; c->name; c++) {
