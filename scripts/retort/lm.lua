@@ -132,3 +132,19 @@ rt.command{
     return 0
   end,
 }
+
+-- rt.lm_flat(t): [N, T, V] -> [N*T, V], [N, T] -> [N*T] (a view), so the
+-- per-sample metrics count every position as a sample.
+function rt.lm_flat(t)
+  if t:dim() == 3 then return t:reshape{ t:size(1) * t:size(2), t:size(3) } end
+  if t:dim() == 2 and t:dtype() == "i32" then return t:reshape{ t:size(1) * t:size(2) } end
+  return t
+end
+
+-- The language-model fields of rt.evaluate's result on [N, T, V] outputs:
+-- tokens (positions scored), ce (mean cross-entropy in nats per token),
+-- perplexity, and bpb = ce / ln 2, bits per byte for byte-level data (one
+-- token per byte).  accuracy is then next-token accuracy.
+function rt.lm_eval_fields(r, ce)
+  r.tokens, r.ce, r.perplexity, r.bpb = r.samples, ce, math.exp(ce), ce / math.log(2)
+end
