@@ -23,7 +23,7 @@ function rt.data.text(o)
     max_bytes = o.max_bytes })
   local name = o.name or o.path:match("([^/]+)/?$")
   local function info(part, n)
-    return { name = name .. ":" .. part, license = o.license, origin = o.origin, files = { o.path }, size = n,
+    return { name = name .. ":" .. part, license = o.license, origin = o.origin, size = n, path = o.path,
              text = { files = r.files, bytes = r.bytes, tokenizer = r.tokenizer, vocab = r.vocab, context = o.context,
                       train_tokens = r.train_tokens, val_tokens = r.val_tokens, seed = o.seed or 1,
                       epoch = o.epoch or 0, val_fraction = o.val_fraction or 0.1 } }
