@@ -127,6 +127,7 @@ rt.command{
     if not o.checkpoint or not o.prompt then error(USAGE, 0) end
     local text, info = rt.generate(o.checkpoint, o.prompt, gen)
     io.write(o.prompt, text or "", "\n")
+    io.stdout:flush()
     io.stderr:write(("generate: %d tokens in %.3f s (%.0f tokens/s, %s)\n"):format(info.tokens, info.seconds,
       info.tokens_per_s or 0, info.cached and "key/value cache" or "full forwards"))
     return 0
