@@ -149,3 +149,13 @@ end
 function rt.lm_eval_fields(r, ce)
   r.tokens, r.ce, r.perplexity, r.bpb = r.samples, ce, math.exp(ce), ce / math.log(2)
 end
+
+-- Whether rt.distill may cache the teacher's logits of the whole training
+-- set: not when they are per token ([N, T, V] from [N, T] inputs: V floats
+-- per token of the corpus, 1 GiB for 1M tokens of bytes).
+function rt.lm_cacheable(teacher, data)
+  local x = data:size() > 0 and data:x()
+  if not x or x:dtype() ~= "i32" or x:dim() < 2 then return true end
+  local ok, z = pcall(teacher.forward, teacher, x:narrow(1, 1, 1), rt.tensor({ 0 }, "i32"))
+  return not (ok and z:dim() > 2)
+end

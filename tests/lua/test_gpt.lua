@@ -39,13 +39,21 @@ T.test("generation: same seed, same text; cached equals uncached; another seed d
   T.raises(function() rt.generate(s, "x", { top_p = 0 }) end, "top_p")
 end)
 
-T.test("a checkpoint generates through retort generate's path (rt.generate on a path)", function()
+T.test("a checkpoint generates the same text through rt.generate and retort generate", function()
   local s = rt.student("gpt", small)
   local dir = T.tmpdir()
   s:save(dir .. "/m.safetensors")
-  local a = rt.generate(s, "the", { max_tokens = 8, seed = 2 })
-  local b = rt.generate(dir .. "/m.safetensors", "the", { max_tokens = 8, seed = 2 })
+  local a = rt.generate(s, "the", { max_tokens = 8, seed = 2, temperature = 0 })
+  local b = rt.generate(dir .. "/m.safetensors", "the", { max_tokens = 8, seed = 2, temperature = 0 })
   T.check(a == b, "the loaded checkpoint generates the same text")
+  local BUILD = os.getenv("RETORT_TEST_BUILD") or "build"
+  local p = io.popen(("%s/bin/retort generate %s/m.safetensors --prompt the --max-tokens 8 --temperature 0 2>%s/err")
+    :format(BUILD, dir, dir))
+  local out = p:read("a")
+  p:close()
+  T.check(out == "the" .. a .. "\n", ("retort generate printed %q"):format(out))
+  local err = io.open(dir .. "/err"):read("a")
+  T.check(err:find("8 tokens in") and err:find("tokens/s"), "tokens/s on stderr: " .. err)
   os.execute("rm -rf " .. dir)
 end)
 
@@ -82,6 +90,11 @@ T.test("token-level KD through rt.distill on text; evaluate reports bpb; vocabul
   local after = rt.evaluate(student, va, { teacher = teacher, quiet = true })
   T.check(after.bpb < before.bpb, ("bpb fell: %.3f -> %.3f"):format(before.bpb, after.bpb))
   T.check(after.agreement ~= nil and after.kl ~= nil, "fidelity per token")
+  -- the default cache_teacher = true: per-token logits are not cached, the run trains
+  local s2 = rt.student("gpt", { width = 8, heads = 2, layers = 1, context = 12, seed = 4 })
+  rt.distill{ teacher = teacher, student = s2, data = tr, loss = { { rt.loss("kd"), 1, name = "kd" } }, epochs = 1,
+              batch = 16, quiet = true, optimizer = rt.optim.adam{ lr = 0.01 } }
+  T.check(rt.evaluate(s2, va, { quiet = true }).bpb < before.bpb, "trained with the default cache_teacher")
   local other = rt.teacher("model", { arch = "gpt", options = { vocab = 300, width = 16, heads = 2, layers = 1,
                                                                   context = 12 }, random_init = true })
   T.raises(function()
