@@ -49,8 +49,8 @@ function rt.data.fortunes(o)
   end
   c.skip_suffix = c.skip_suffix or ".dat"
   c.name = c.name or "fortunes"
-  c.license = c.license or "BSD-4-Clause (fortune-mod; /usr/share/doc/fortunes/copyright)"
-  c.origin = c.origin or "fortune(6) databases by Ken Arnold and contributors (BSD), Debian package fortunes"
+  c.license = c.license or "BSD-3-Clause (the advertising clause deleted; /usr/share/doc/fortunes/copyright)"
+  c.origin = c.origin or "fortune(6) databases (Ken Arnold, The Regents of the University of California, and contributors; Debian package fortunes, read from /usr/share/games/fortunes)"
   return rt.data.text(c)
 end
 

@@ -104,4 +104,12 @@ T.test("token-level KD through rt.distill on text; evaluate reports bpb; vocabul
   os.execute("rm -rf " .. dir)
 end)
 
+T.test("the fortunes corpus: both splits, its licence and origin with the data", function()
+  local tr, va = rt.data.fortunes{ context = 16, windows = 4, val_windows = 3 }
+  T.check(tr:size() == 4 and va:size() == 3, "windows")
+  local info = rt.data.info[tr]
+  T.check(info.license:find("BSD") and info.origin:find("fortunes"), "licence and origin")
+  T.check(info.text.files > 10 and info.text.vocab == 256, "files read, bytes")
+end)
+
 T.done("test_gpt")
