@@ -79,16 +79,16 @@ BENCHES  := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 # for the report check, strace for I/O fault injection, Debian's numpy for
 # the PyTorch-interop check): `make demo` does not pull them in.
 DEPS_PKGS := build-essential pkg-config liblua5.4-dev lua5.4 libopenblas-dev \
-             libcjson-dev zlib1g-dev dataset-fashion-mnist
+             libcjson-dev zlib1g-dev dataset-fashion-mnist fortunes
 TEST_PKGS := chromium strace python3-numpy valgrind
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all deps deps-test demo test check bench fuzz install uninstall clean check-plugins check-valgrind
 # The headers a plugin builds against, copied where retort.pc says they are
 # (<prefix>/include/retort), in the build tree as in an install.
-HEADERS  := core/rt_plugin.h core/retort.h core/rt_loss_kit.h core/rt_nn.h
+HEADERS  := core/rt_plugin.h core/retort.h core/rt_loss_kit.h core/rt_nn.h core/rt_nn_lm.h
 # What a plugin compiles against: the ABI and the header-only kits.
-PLUG_HDR := core/rt_plugin.h core/rt_loss_kit.h core/rt_nn.h
+PLUG_HDR := core/rt_plugin.h core/rt_loss_kit.h core/rt_nn.h core/rt_nn_lm.h
 INCLUDES := $(HEADERS:core/%=$(BUILD)/include/retort/%)
 
 all: $(LIB) $(PLUGINS) $(LUAMOD) $(CLI) $(BUILD)/lib/pkgconfig/retort.pc $(INCLUDES) $(EXAMPLES)

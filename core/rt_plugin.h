@@ -57,7 +57,7 @@ extern "C" {
 #endif
 
 #define RT_ABI_MAJOR 2
-#define RT_ABI_MINOR 0
+#define RT_ABI_MINOR 1
 #define RT_MAX_DIMS 6
 
 #if defined(__GNUC__)
@@ -571,7 +571,65 @@ typedef struct rt_api {
                                           const char *opts_json,
                                           const char *path,
                                           rt_instance **out);
+
+    /* ---- language-model kernels (ABI 2.1) ---- */
+    /* core/rt_lm.h specifies each (shapes, what accumulates, errors);
+     * core/rt_nn_lm.h builds the layers of a GPT on them. */
+    rt_status (*embedding_forward)(rt_ctx *ctx, const int32_t *ids, int64_t N,
+                                   int64_t T, const float *wte, int64_t V,
+                                   const float *wpe, int64_t maxT, int64_t D,
+                                   float *out);
+    rt_status (*embedding_backward)(rt_ctx *ctx, const int32_t *ids,
+                                    int64_t N, int64_t T, const float *dout,
+                                    int64_t V, int64_t maxT, int64_t D,
+                                    float *dwte, float *dwpe);
+    void (*layernorm_forward)(const float *x, const float *gamma,
+                              const float *beta, int64_t M, int64_t D,
+                              float eps, float *out, float *mean, float *rstd);
+    void (*layernorm_backward)(const float *dout, const float *x,
+                               const float *gamma, const float *mean,
+                               const float *rstd, int64_t M, int64_t D,
+                               float *dx, float *dgamma, float *dbeta);
+    void (*attention_forward)(const float *qkv, int64_t N, int64_t T,
+                              int64_t D, int64_t H, float *out, float *att);
+    size_t (*attention_workspace)(int64_t T);
+    void (*attention_backward)(const float *dout, const float *qkv,
+                               const float *att, int64_t N, int64_t T,
+                               int64_t D, int64_t H, float *dqkv, float *work);
+    rt_status (*attention_check)(rt_ctx *ctx, int64_t N, int64_t T, int64_t D,
+                                 int64_t H);
+    size_t (*attention_step_workspace)(int64_t maxT);
+    rt_status (*attention_step)(rt_ctx *ctx, const float *qkv, int64_t N,
+                                int64_t t, int64_t maxT, int64_t D, int64_t H,
+                                float *kcache, float *vcache, float *out,
+                                float *work);
+    void (*tied_logits)(const float *h, const float *wte, int64_t M,
+                        int64_t V, int64_t D, float *logits);
+    void (*tied_logits_backward)(const float *dlogits, const float *h,
+                                 const float *wte, int64_t M, int64_t V,
+                                 int64_t D, float *dh, float *dwte);
 } rt_api;
+
+/* ---- language-model kernels: the generation capability ---- */
+/* A student that can run one position at a time with a key/value cache
+ * returns this from its descriptor's extension(RT_LM_STEP_EXT); the host's
+ * generator (rt_generate) uses it, and falls back to full forwards over
+ * the window without it.  self is the instance's (api->instance_self). */
+#define RT_LM_STEP_EXT "rt.lm_step"
+typedef struct rt_lm_step_ext {
+    uint32_t size; /* sizeof(rt_lm_step_ext) */
+    /* The longest sequence (positions 0..context-1) and the vocabulary. */
+    int64_t (*context)(void *self);
+    int64_t (*vocab)(void *self);
+    /* Forgets the cache and sizes it for N sequences. */
+    rt_status (*reset)(void *self, rt_ctx *ctx, int64_t N);
+    /* ids [N]: the tokens at position t of each sequence (0 <= t <
+     * context, positions 0..t-1 given by earlier steps since reset) ->
+     * logits [N, V] (the caller's buffer) of the next token, equal to
+     * position t of a full forward over 0..t (to float rounding). */
+    rt_status (*step)(void *self, rt_ctx *ctx, const int32_t *ids, int64_t t,
+                      float *logits);
+} rt_lm_step_ext;
 
 /* ------------------------------------------------------------- the entry */
 

@@ -15,7 +15,7 @@ struct rt_batcher {
     const rt_dataset *d; /* borrowed: the caller keeps it alive */
     int64_t n, bs, pos;
     int drop_last;
-    rt_tensor *xb, *yb, *ib; /* [bs, ...], [bs] (NULL without labels), [bs] i32 sample ids */
+    rt_tensor *xb, *yb, *ib; /* [bs, ...], [bs, ...] (NULL without labels), [bs] i32 sample ids */
     int64_t *perm;           /* [n] sample ids in batch order */
 };
 
@@ -48,8 +48,13 @@ rt_status rt_batcher_new(rt_ctx *ctx, const rt_dataset *d, int64_t bs, int shuff
     int64_t shape[RT_MAX_DIMS];
     memcpy(shape, x->shape, sizeof shape);
     shape[0] = bs;
+    int64_t yshape[RT_MAX_DIMS];
+    if (y) { /* [bs] class ids, or [bs, ...] per-position labels */
+        memcpy(yshape, y->shape, sizeof yshape);
+        yshape[0] = bs;
+    }
     if (!(b->xb = rt_tensor_new(ctx, x->dtype, x->ndim, shape)) ||
-        (y && !(b->yb = rt_tensor_new(ctx, RT_DTYPE_I32, 1, &bs))) ||
+        (y && !(b->yb = rt_tensor_new(ctx, RT_DTYPE_I32, y->ndim, yshape))) ||
         !(b->ib = rt_tensor_new(ctx, RT_DTYPE_I32, 1, &bs))) {
         rt_batcher_free(b);
         return rt_ctx_status(ctx);

@@ -37,9 +37,11 @@ rt_dataset *rt_dataset_new(rt_ctx *ctx, rt_tensor *x, rt_tensor *y)
                  rt_tensor_shape_str(x, a, sizeof a));
         return NULL;
     }
-    if (y && (y->dtype != RT_DTYPE_I32 || y->ndim != 1 || y->shape[0] != x->shape[0])) {
-        rt_error(ctx, RT_STATUS_ERR_SHAPE, "dataset: x %s needs y i32 [%lld], got %s %s",
-                 rt_tensor_shape_str(x, a, sizeof a), (long long)x->shape[0], rt_dtype_name(y->dtype),
+    /* y [N] class ids, or [N, ...] per-position labels (next tokens). */
+    if (y && (y->dtype != RT_DTYPE_I32 || y->ndim < 1 || y->shape[0] != x->shape[0])) {
+        rt_error(ctx, RT_STATUS_ERR_SHAPE, "dataset: x %s needs y i32 [%lld] (or [%lld, ...] per position), got %s %s",
+                 rt_tensor_shape_str(x, a, sizeof a), (long long)x->shape[0], (long long)x->shape[0],
+                 rt_dtype_name(y->dtype),
                  rt_tensor_shape_str(y, b, sizeof b));
         return NULL;
     }
@@ -98,10 +100,11 @@ rt_status rt_dataset_gather(const rt_dataset *d, rt_ctx *ctx, const int64_t *idx
                         rt_dtype_name(xb->dtype), rt_tensor_shape_str(xb, b, sizeof b));
     if (yb) {
         if (!d->y) return rt_error(ctx, RT_STATUS_ERR_ARG, "dataset gather: labels asked of a dataset without y");
-        if (yb->dtype != RT_DTYPE_I32 || yb->ndim != 1 || !rt_is_contiguous(yb) || yb->shape[0] < n)
+        if (yb->dtype != RT_DTYPE_I32 || yb->ndim != d->y->ndim || !rt_is_contiguous(yb) || yb->shape[0] < n ||
+            rt_row_size(yb) != rt_row_size(d->y))
             return rt_error(ctx, RT_STATUS_ERR_SHAPE,
-                            "dataset gather: %lld labels need a contiguous i32 batch [>= %lld], got %s %s",
-                            (long long)n, (long long)n, rt_dtype_name(yb->dtype),
+                            "dataset gather: %lld labels need a contiguous i32 batch [>= %lld] of rows of %lld, got %s %s",
+                            (long long)n, (long long)n, (long long)rt_row_size(d->y), rt_dtype_name(yb->dtype),
                             rt_tensor_shape_str(yb, b, sizeof b));
     }
     /* Every index is checked before any row is written. */
@@ -117,7 +120,8 @@ rt_status rt_dataset_gather(const rt_dataset *d, rt_ctx *ctx, const int64_t *idx
     if (yb) {
         const int32_t *ys = rt_i32(d->y);
         int32_t *yd = rt_i32(yb);
-        for (int64_t i = 0; i < n; i++) yd[i] = ys[idx[i]];
+        int64_t yr = rt_row_size(d->y);
+        for (int64_t i = 0; i < n; i++) memcpy(yd + i * yr, ys + idx[i] * yr, sizeof *yd * (size_t)yr);
     }
     return RT_STATUS_OK;
 }

@@ -12,6 +12,7 @@
 #include "ctx.h"
 #include "options.h"
 #include "plugin_host.h"
+#include "rt_lm.h"
 
 static rt_status api_error(rt_ctx *ctx, rt_status code, const char *fmt, ...)
 {
@@ -118,6 +119,19 @@ static const rt_api host_api = {
     .instance_record = rt_instance_record,
     .instance_features = rt_instance_features,
     .instance_extension = rt_instance_extension,
+    /* ---- language-model kernels ---- */
+    .embedding_forward = rt_embedding_forward,
+    .embedding_backward = rt_embedding_backward,
+    .layernorm_forward = rt_layernorm_forward,
+    .layernorm_backward = rt_layernorm_backward,
+    .attention_forward = rt_attention_forward,
+    .attention_workspace = rt_attention_workspace,
+    .attention_backward = rt_attention_backward,
+    .attention_check = rt_attention_check,
+    .attention_step_workspace = rt_attention_step_workspace,
+    .attention_step = rt_attention_step,
+    .tied_logits = rt_tied_logits,
+    .tied_logits_backward = rt_tied_logits_backward,
 };
 
 const rt_api *rt_host_api(void) { return &host_api; }

@@ -97,7 +97,10 @@ static int d_gather(lua_State *L)
     }
     if (y && !yo) {
         ltensor *t = rtL_newtensor(L);
-        if (!(t->t = rt_tensor_new(S(L)->ctx, RT_DTYPE_I32, 1, &B))) return rtL_fail(L);
+        int64_t ys[RT_MAX_DIMS];
+        memcpy(ys, y->shape, sizeof ys);
+        ys[0] = B;
+        if (!(t->t = rt_tensor_new(S(L)->ctx, RT_DTYPE_I32, y->ndim, ys))) return rtL_fail(L);
         yo = t->t;
     } else if (yo) {
         lua_pushvalue(L, 4);

@@ -382,6 +382,7 @@ int luaopen_retort(lua_State *L)
     rtL_open_runfolder(L);
     rtL_open_finite(L);
     rtL_open_abi(L);
+    rtL_open_lm(L);
 
     /* Run the Lua library: each chunk receives the module table. */
     for (const struct rtL_chunk *c = rtL_lua_chunks; c->name; c++) {

@@ -124,6 +124,7 @@ void rtL_open_finite(lua_State *L);     /* finite_lua.c: NaN/inf checks   */
  * NULL: rows of the batch) names the sample.  Returns 0 when all finite. */
 int rtL_check_rows(lua_State *L, const rt_tensor *t, const char *what, const rt_tensor *ids);
 void rtL_open_abi(lua_State *L);        /* abi_lua.c: ABI 2.0 surfaces    */
+void rtL_open_lm(lua_State *L);         /* lm_lua.c: text data, generation */
 /* abi_lua.c: loss:forward{...} / loss:backward{...} (backward != 0). */
 int rtL_loss_call_table(lua_State *L, int backward);
 /* abi_lua.c: a student's parameters and, for each {prefix, loss} in the

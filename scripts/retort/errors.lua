@@ -94,11 +94,11 @@ local function classes(model, x1, what, data)
     error(("%s (samples of %s) does not fit the %s: %s%s"):format(what, shape_str(data:x()), model:kind(),
       util.strip_position(z), hint), 0)
   end
-  if z:dim() ~= 2 then
-    error(("%s '%s' gives outputs of %d dimensions; training needs [N, C] logits"):format(model:kind(), model:name(),
-      z:dim()), 0)
+  if z:dim() < 2 then
+    error(("%s '%s' gives outputs of %d dimensions; training needs [N, C] or [N, T, V] logits"):format(model:kind(),
+      model:name(), z:dim()), 0)
   end
-  return z:size(2)
+  return z:size(z:dim()), z:dim()
 end
 
 -- The labels y of `what` against the C classes of model.
@@ -144,7 +144,11 @@ function util.check_run(o)
     C = classes(student, x1, "the training data", data)
     if needs_target and data:y() then check_labels(student, C, data:y(), "the training data") end
     if o.teacher and needs_teacher then
-      local Ct = classes(o.teacher, x1, "the training data", data)
+      local Ct, nd = classes(o.teacher, x1, "the training data", data)
+      if Ct ~= C and nd > 2 then
+        error(("teacher '%s' has a vocabulary of %d tokens, student '%s' of %d: token-level distillation compares "
+          .. "them token by token (give both the same vocabulary)"):format(o.teacher:name(), Ct, student:name(), C), 0)
+      end
       if Ct ~= C then
         error(("teacher '%s' gives %d classes, student '%s' gives %d: the loss compares them class by class%s")
           :format(o.teacher:name(), Ct, student:name(), C, sizes_hint(student, "last", Ct)), 0)

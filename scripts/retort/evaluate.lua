@@ -32,33 +32,48 @@ local function evaluate(model, data, o)
   local bs = o.batch or 1000
   local progress = rt.progress(o.label or "evaluate", math.ceil(data:size() / bs), o.quiet)
   local t0 = rt.clock()
+  local seq, ce, nll, nb = false, nil, 0.0, 0
   for x, y, idx in data:batches(bs) do
     local z = forward_eval(model, x)
     rt.check_finite(z, "the model's logit", idx)
+    -- [N, T, V] (a language model): every position is a sample (rt.lm_flat)
+    local tz = o.teacher and o.teacher:forward(x, idx)
+    if z:dim() > 2 then
+      seq = true
+      z, y, tz = rt.lm_flat(z), y and rt.lm_flat(y), tz and rt.lm_flat(tz)
+    end
     if has_labels then
       local C = z:size(2)
-      if not stats then util.check_labels(model, C, data:y(), "the data") end
-      stats = stats or rt.class_stats(C, o.bins or 15)
+      if not seq then
+        if not stats then util.check_labels(model, C, data:y(), "the data") end
+        stats = stats or rt.class_stats(C, o.bins or 15)
+        stats:add(z, y)
+      end
       correct = correct + rt.count_correct(z, y)
       top5 = top5 + rt.count_topk(z, y, math.min(5, C))
-      stats:add(z, y)
+      if seq then
+        ce = ce or rt.loss("ce")
+        nll = nll + ce:forward(z, nil, y) * #z
+      end
     end
     if o.teacher then
-      local tz = o.teacher:forward(x, idx)
       agree = agree + rt.count_agree(z, tz)
       kl = kl + rt.kl_sum(tz, z, 1)
       js = js + rt.js_sum(tz, z, 1)
     end
-    n = n + #x
-    progress:update(math.ceil(n / bs))
+    n, nb = n + #z, nb + 1
+    progress:update(nb)
   end
   progress:finish()
   local r = { samples = n, seconds = rt.clock() - t0 }
   if has_labels and n > 0 then
     r.accuracy = correct / n
     r.top5 = top5 / n
-    local s = stats:result()
-    r.per_class, r.confusion, r.ece, r.bins = s.per_class, s.confusion, s.ece, s.bins
+    if stats then
+      local s = stats:result()
+      r.per_class, r.confusion, r.ece, r.bins = s.per_class, s.confusion, s.ece, s.bins
+    end
+    if seq then rt.lm_eval_fields(r, nll / n) end
   end
   if o.teacher then
     r.agreement = agree / n

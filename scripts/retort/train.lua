@@ -174,7 +174,10 @@ local function distill(cfg, at)
   -- no augmentation, so they do not change between epochs.
   local cache
   rt.run_abi.bind(plan, terms, student, teacher, data) -- once; nothing unless a loss reads features or binds
-  if teacher and cfg.cache_teacher ~= false and start_epoch < epochs and not plan.teacher_features then
+  -- Not for per-token outputs ([N, T, V]): they are V floats per token of
+  -- the corpus (rt.lm_cacheable), so the teacher runs at each step.
+  if teacher and cfg.cache_teacher ~= false and start_epoch < epochs and not plan.teacher_features
+     and rt.lm_cacheable(teacher, data) then
     cache = rt.cache.teacher_cache(teacher, data, n, quiet)
   end
 

@@ -6,7 +6,8 @@
  * Each plugin runs with its defaults and with variants its schema allows:
  * every choice of a string option, the other value of a boolean, T = 1 and
  * 4 for a 'temperature', a mid-range value for other bounded numbers, and
- * for students with a 'sizes' list a small three-layer net too.  Pass:
+ * for students with a 'sizes' list a small three-layer net too, and for
+ * students with 'vocab', 'width' and 'heads' (language models) a small one.  Pass:
  * max relative error (measure in retort.h) <= 1e-3.
  *
  * Then the numerics of docs/losses.md for every loss: logits of +-1e4,
@@ -323,6 +324,9 @@ static void test_every_student(void)
         option_variants(d, "", &vs);
         const rt_option *sz = opt(d, "sizes");
         if (sz && sz->type == RT_OPT_INT_LIST) option_variants(d, "\"sizes\":[6,5,4,3]", &vs);
+        /* Language models: a small one too (two blocks, two heads, 11 tokens). */
+        const rt_option *vo = opt(d, "vocab"), *wo = opt(d, "width"), *ho = opt(d, "heads");
+        if (vo && wo && ho) option_variants(d, "\"vocab\":11,\"width\":8,\"heads\":2,\"context\":6", &vs);
         cur_desc = d;
         for (int k = 0; k < vs.n; k++) {
             cur_opts = vs.v[k];
