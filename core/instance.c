@@ -16,6 +16,7 @@
 #include "ctx.h"
 #include "options.h"
 #include "plugin_host.h"
+#include "rt_conv.h"
 
 /* The bound on what a student or teacher may allocate in tensors while it
  * is created (parameters, gradients, buffers), from RETORT_MAX_MODEL_MB;
@@ -855,6 +856,24 @@ static const rt_api host_api = {
     .instance_record = rt_instance_record,
     .instance_features = rt_instance_features,
     .instance_extension = rt_instance_extension,
+    /* ---- conv kernels ---- */
+    .conv2d_geom_check = rt_conv2d_geom_check,
+    .conv2d_workspace = rt_conv2d_workspace,
+    .conv2d_forward = rt_conv2d_forward,
+    .conv2d_backward = rt_conv2d_backward,
+    .pool2d_geom_check = rt_pool2d_geom_check,
+    .maxpool2d_forward = rt_maxpool2d_forward,
+    .maxpool2d_backward = rt_maxpool2d_backward,
+    .avgpool2d_forward = rt_avgpool2d_forward,
+    .avgpool2d_backward = rt_avgpool2d_backward,
+    .global_avgpool_forward = rt_global_avgpool_forward,
+    .global_avgpool_backward = rt_global_avgpool_backward,
+    .batchnorm_train_forward = rt_batchnorm_train_forward,
+    .batchnorm_eval_forward = rt_batchnorm_eval_forward,
+    .batchnorm_train_backward = rt_batchnorm_train_backward,
+    .batchnorm_eval_backward = rt_batchnorm_eval_backward,
+    .residual_add = rt_residual_add,
+    .residual_add_backward = rt_residual_add_backward,
 };
 
 const rt_api *rt_host_api(void) { return &host_api; }
