@@ -458,6 +458,19 @@ typedef struct rt_pool2d_geom {
     int64_t H_out, W_out;       /* out */
 } rt_pool2d_geom;
 
+/* The optional capability "rt.gradcheck_options" (desc.extension): option
+ * sets, each a JSON object's text, at which the suite's gradient check
+ * (tests/c/test_gradcheck.c) checks the plugin instead of its defaults.
+ * For students whose default size puts so many relu and max-pool kinks
+ * near any point that float32 finite differences cannot resolve it (a
+ * 28x28 CNN), so the same layers are checked at a small size. */
+#define RT_EXT_GRADCHECK_OPTIONS "rt.gradcheck_options"
+typedef struct rt_gradcheck_options_ext {
+    uint32_t size; /* sizeof(rt_gradcheck_options_ext) */
+    int n;
+    const char *const *options;
+} rt_gradcheck_options_ext;
+
 /* ------------------------------------------------------- the host's table */
 
 typedef struct rt_api {

@@ -320,7 +320,14 @@ static void test_every_student(void)
         const rt_plugin_desc *d = rt_registry_at(reg, i);
         if (d->kind != RT_KIND_STUDENT) continue;
         variants vs = {0};
-        option_variants(d, "", &vs);
+        const rt_gradcheck_options_ext *gx =
+            d->extension ? (const rt_gradcheck_options_ext *)d->extension(RT_EXT_GRADCHECK_OPTIONS) : NULL;
+        if (gx) { /* the plugin's own small configurations instead of its defaults */
+            for (int k = 0; k < gx->n && vs.n < MAX_VARIANTS; k++)
+                snprintf(vs.v[vs.n++], sizeof vs.v[0], "%s", gx->options[k]);
+        } else {
+            option_variants(d, "", &vs);
+        }
         const rt_option *sz = opt(d, "sizes");
         if (sz && sz->type == RT_OPT_INT_LIST) option_variants(d, "\"sizes\":[6,5,4,3]", &vs);
         cur_desc = d;
