@@ -632,6 +632,16 @@ rt_status rt_gradcheck_student(rt_instance *student, rt_ctx *ctx, int64_t N,
                                uint64_t seed, double eps,
                                rt_gradcheck_result *res);
 
+/* ---- augmentation (core/augment.c) ---- */
+/* x: N images [C, H, W] (f32, contiguous), in place: each shifted by a
+ * random crop of the image zero-padded by pad on every side (offsets
+ * uniform in [-pad, pad], as torchvision's RandomCrop(H, padding = pad)),
+ * then mirrored left-right with probability 1/2 when flip.  Draws two
+ * (three with flip) numbers per image from rng, in image order.
+ * RT_STATUS_ERR_ARG for sizes < 1, pad outside [0, min(H, W)], W > 4096. */
+rt_status rt_augment_crop_flip(rt_ctx *ctx, float *x, int64_t N, int64_t C, int64_t H, int64_t W, int64_t pad,
+                               int flip, rt_rng *rng);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1439,6 +1439,9 @@ typedef struct batcher {
     rt_dataset *d; /* borrowed: the dataset userdata is its uservalue */
     int64_t n, bs, pos;
     int drop_last;
+    int aug, aflip;          /* augment = {...}: crop with padding apad, flip */
+    int64_t aC, aH, aW, apad;
+    rt_rng arng;             /* augmentation stream (seed, epoch) */
     rt_tensor *xb, *yb, *ib; /* [bs, ...], [bs], [bs] i32 sample ids */
     int64_t perm[];
 } batcher;
@@ -1463,6 +1466,8 @@ static int b_next(lua_State *L)
     if (left <= 0 || (b->drop_last && left < b->bs)) return 0;
     int64_t B = left < b->bs ? left : b->bs;
     if (rt_dataset_gather(b->d, st->ctx, b->perm + b->pos, B, b->xb, b->yb)) return rtL_fail(L);
+    if (b->aug && rt_augment_crop_flip(st->ctx, rt_f32(b->xb), B, b->aC, b->aH, b->aW, b->apad, b->aflip, &b->arng))
+        return rtL_fail(L);
     int32_t *ids = rt_i32(b->ib);
     for (int64_t k = 0; k < B; k++) ids[k] = (int32_t)b->perm[b->pos + k];
     b->pos += B;
@@ -1485,15 +1490,19 @@ static int b_next(lua_State *L)
     return 3;
 }
 
-/* ds:batches(size [, {shuffle=, seed=, epoch=, drop_last=}]) -> iterator
+/* ds:batches(size [, {shuffle=, seed=, epoch=, drop_last=, augment=}]) -> iterator
  * Order: a permutation drawn from the stream (seed, epoch), so epoch e
- * has the same order in every run and after a resume. */
+ * has the same order in every run and after a resume.
+ * augment = {shape = {C, H, W}, pad = 4, flip = true}: each batch's images
+ * (f32, C H W values per sample) get a random crop with zero padding and a
+ * horizontal flip (rt_augment_crop_flip), drawn from their own stream
+ * (seed, epoch): reproducible, and the shuffle's draws are unchanged. */
 static int d_batches(lua_State *L)
 {
     ldataset *u = check_dataset(L, 1);
     lua_Integer bs = luaL_checkinteger(L, 2);
     luaL_argcheck(L, bs >= 1, 2, "batch size must be >= 1");
-    int shuffle = 0, drop_last = 0;
+    int shuffle = 0, drop_last = 0, aug_index = 0;
     lua_Integer seed = 0, epoch = 0;
     if (!lua_isnoneornil(L, 3)) {
         luaL_checktype(L, 3, LUA_TTABLE);
@@ -1506,11 +1515,46 @@ static int d_batches(lua_State *L)
         lua_getfield(L, 3, "epoch");
         epoch = luaL_optinteger(L, -1, 0);
         lua_pop(L, 4);
+        lua_getfield(L, 3, "augment");
+        if (!lua_isnil(L, -1)) aug_index = lua_gettop(L);
+        else lua_pop(L, 1);
     }
     int64_t n = rt_dataset_size(u->d);
     if (bs > n && n > 0) bs = n;
+    int64_t aug[5] = {0, 0, 0, 4, 1}; /* C, H, W, pad, flip */
+    if (aug_index) {
+        luaL_argcheck(L, lua_istable(L, aug_index), 3, "augment must be a table {shape = {C, H, W}, pad =, flip =}");
+        lua_getfield(L, aug_index, "shape");
+        int ok = lua_istable(L, -1) && luaL_len(L, -1) == 3;
+        for (int k = 0; ok && k < 3; k++) {
+            lua_geti(L, -1, k + 1);
+            aug[k] = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : 0;
+            ok = aug[k] >= 1;
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+        if (!ok) return luaL_error(L, "batches: augment.shape must be {C, H, W}, three integers >= 1");
+        lua_getfield(L, aug_index, "pad");
+        aug[3] = luaL_optinteger(L, -1, 4);
+        lua_getfield(L, aug_index, "flip");
+        aug[4] = lua_isnil(L, -1) ? 1 : lua_toboolean(L, -1);
+        lua_pop(L, 2);
+        rt_tensor *x0 = rt_dataset_x(u->d);
+        if (x0->dtype != RT_DTYPE_F32 || rt_row_size(x0) != aug[0] * aug[1] * aug[2])
+            return luaL_error(L, "batches: augment.shape {%d, %d, %d} needs f32 samples of %d values, the data has %s "
+                              "samples of %d", (int)aug[0], (int)aug[1], (int)aug[2], (int)(aug[0] * aug[1] * aug[2]),
+                              x0->dtype == RT_DTYPE_F32 ? "f32" : "non-f32", (int)rt_row_size(x0));
+        if (aug[3] < 0 || aug[3] > aug[1] || aug[3] > aug[2])
+            return luaL_error(L, "batches: augment.pad = %d must lie in [0, %d] (the image's height and width)",
+                              (int)aug[3], (int)(aug[1] < aug[2] ? aug[1] : aug[2]));
+    }
     batcher *b = lua_newuserdatauv(L, sizeof *b + sizeof(int64_t) * (size_t)(n ? n : 1), 1);
     memset(b, 0, sizeof *b);
+    if (aug_index) {
+        b->aug = 1;
+        b->aC = aug[0], b->aH = aug[1], b->aW = aug[2], b->apad = aug[3], b->aflip = (int)aug[4];
+        rt_rng_seed(&b->arng, (uint64_t)seed, 0x6175676dull + (uint64_t)epoch); /* "augm" + epoch */
+    }
     luaL_setmetatable(L, MT_BATCHER);
     lua_pushvalue(L, 1);
     lua_setiuservalue(L, -2, 1); /* keeps the dataset alive */
