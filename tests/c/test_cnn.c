@@ -224,6 +224,51 @@ static void test_tap_reaches_input(void)
     rt_instance_release(s);
 }
 
+/* The resnet's gradients, checked where float32 finite differences can
+ * resolve them: every relu here is piecewise linear with kinks everywhere
+ * near a random point of a deep net, and the first layers' gradients are
+ * ~1e-4 of the output at random initialisation.  So every batch norm's
+ * bias is +8 on even channels and -8 on odd ones: even channels stay
+ * alive and odd ones dead throughout (no kink within reach of the
+ * stencil), both sides of every relu mask are exercised, and the
+ * gradients are of the output's size.  (A copy with every relu replaced
+ * by the identity passes the suite's 1e-3 at random points.)  Both
+ * shortcut kinds (identity in
+ * layer1, downsample in layer2 and layer3), taps aside. */
+static void test_resnet_gradients(void)
+{
+    rt_instance *s = make(RT_KIND_STUDENT, "resnet", "{\"input\":[2,6,6],\"depth\":8,\"width\":3,\"classes\":4}");
+    CHECK(s != NULL);
+    if (!s) return;
+    int n = 0, nds = 0;
+    rt_param *p = rt_instance_params_all(s, ctx, &n);
+    for (int k = 0; p && k < n; k++) {
+        size_t L = strlen(p[k].name);
+        if (L > 5 && !strcmp(p[k].name + L - 5, ".bias") && strstr(p[k].name, "bn") + 0 != NULL)
+            for (int64_t i = 0; i < rt_numel(p[k].value); i++) rt_f32(p[k].value)[i] = i % 2 ? -8.0f : 8.0f;
+        if (L > 5 && !strcmp(p[k].name + L - 5, ".bias") && strstr(p[k].name, "downsample.1"))
+            for (int64_t i = 0; i < rt_numel(p[k].value); i++) rt_f32(p[k].value)[i] = i % 2 ? -8.0f : 8.0f;
+        nds += strstr(p[k].name, "downsample.0.weight") != NULL;
+    }
+    CHECK(nds == 2);
+    CHECK(find(p, n, "layer1.0.conv1.weight") && find(p, n, "layer3.0.bn2.num_batches_tracked") && find(p, n, "fc.bias"));
+    rt_gradcheck_result res;
+    rt_status st = rt_gradcheck_student(s, ctx, 3, NULL, 0, 21, 1e-2, &res);
+    if (st) fprintf(stderr, "  %s\n", rt_ctx_message(ctx));
+    printf("  resnet: worst %.2e (%s), %lld checked, %lld skipped\n", res.max_rel_err, res.worst,
+           (long long)res.checked, (long long)res.skipped);
+    /* 5e-3: the output is large here (activations ~8), so the forward's
+     * float32 rounding is ~1e-3 of the smaller gradients; a wrong
+     * backward (a missing shortcut, a mask on the wrong side) is off by
+     * far more (checked by breaking each during development). */
+    CHECK(st == RT_STATUS_OK && res.max_rel_err <= 5e-3 && res.checked >= 200);
+    const char *names[128];
+    int nf = rt_instance_features(s, names, 128);
+    CHECK(nf == 3 + 3 * 6 + 3 + 2 && !strcmp(names[3], "layer1.0.conv1") && !strcmp(names[8], "layer1.0"));
+    free(p);
+    rt_instance_release(s);
+}
+
 /* ----------------------------------------------- feature loss references */
 
 /* Double-precision references written from the papers' formulas, one
@@ -476,6 +521,7 @@ int main(void)
     RUN(test_cnn_state_dict_names);
     RUN(test_batchnorm_eval_and_train);
     RUN(test_tap_reaches_input);
+    RUN(test_resnet_gradients);
     RUN(test_feature_loss_golden_values);
     RUN(test_feature_loss_refusals);
     rt_registry_free(reg);
