@@ -4,11 +4,11 @@
 -- 5000-image validation split of the training set (ds:split), reported on
 -- the test set.
 --
---   retort run scripts/recipes/cnn_teacher.lua [--epochs 8] [--augment] [--help]
+--   retort run scripts/recipes/cnn_teacher.lua [--epochs 6] [--augment] [--help]
 local rt = require "retort"
 
 local o = rt.util.args(arg, {
-  epochs = 8,
+  epochs = 6,
   batch = 128,
   lr = 1e-3,         -- Adam, decayed to 0 by a cosine schedule
   dropout = 0.3,     -- before the last layer
