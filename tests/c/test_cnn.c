@@ -232,7 +232,8 @@ static void test_tap_reaches_input(void)
  * alive and odd ones dead throughout (no kink within reach of the
  * stencil), both sides of every relu mask are exercised, and the
  * gradients are of the output's size.  (A copy with every relu replaced
- * by the identity passes the suite's 1e-3 at random points.)  Both
+ * by the identity passes the suite's 1e-3 at random points; the suite's
+ * own check, test_gradcheck.c, runs the configuration the plugin names.)  Both
  * shortcut kinds (identity in
  * layer1, downsample in layer2 and layer3), taps aside. */
 static void test_resnet_gradients(void)
@@ -253,15 +254,16 @@ static void test_resnet_gradients(void)
     CHECK(nds == 2);
     CHECK(find(p, n, "layer1.0.conv1.weight") && find(p, n, "layer3.0.bn2.num_batches_tracked") && find(p, n, "fc.bias"));
     rt_gradcheck_result res;
-    rt_status st = rt_gradcheck_student(s, ctx, 3, NULL, 0, 21, 1e-2, &res);
+    rt_status st = rt_gradcheck_student(s, ctx, 3, NULL, 0, 21, 0.1, &res);
     if (st) fprintf(stderr, "  %s\n", rt_ctx_message(ctx));
     printf("  resnet: worst %.2e (%s), %lld checked, %lld skipped\n", res.max_rel_err, res.worst,
            (long long)res.checked, (long long)res.skipped);
-    /* 5e-3: the output is large here (activations ~8), so the forward's
-     * float32 rounding is ~1e-3 of the smaller gradients; a wrong
-     * backward (a missing shortcut, a mask on the wrong side) is off by
-     * far more (checked by breaking each during development). */
-    CHECK(st == RT_STATUS_OK && res.max_rel_err <= 5e-3 && res.checked >= 200);
+    /* Tolerance 2e-2: the activations here are ~8-16, so the float32
+     * rounding of the output is a few 1e-3 of the smaller gradients
+     * (2e-3 with gcc, 4e-3 with clang, measured); a wrong backward (the
+     * identity shortcut's gradient dropped, the inner relu's mask
+     * skipped) gives errors near 1. */
+    CHECK(st == RT_STATUS_OK && res.max_rel_err <= 2e-2 && res.checked >= 200);
     const char *names[128];
     int nf = rt_instance_features(s, names, 128);
     CHECK(nf == 3 + 3 * 6 + 3 + 2 && !strcmp(names[3], "layer1.0.conv1") && !strcmp(names[8], "layer1.0"));
