@@ -446,6 +446,13 @@ rt_status rt_batcher_new(rt_ctx *ctx, const rt_dataset *d, int64_t bs,
  * short last batch is skipped with drop_last); -1 with an error in ctx. */
 int64_t rt_batcher_next(rt_batcher *b, rt_ctx *ctx, rt_tensor **x,
                         rt_tensor **y, rt_tensor **ids);
+/* Augments every batch's images after the gather (rt_augment_crop_flip):
+ * samples are f32 images [C, H, W], pad in [0, min(H, W)]; the draws
+ * come from their own stream (seed, epoch) of rt_batcher_new, so they are
+ * reproducible and the shuffle's draws are unchanged.  Call before the
+ * first rt_batcher_next.  RT_STATUS_ERR_ARG naming the mismatch. */
+rt_status rt_batcher_augment(rt_batcher *b, rt_ctx *ctx, int64_t C, int64_t H,
+                             int64_t W, int64_t pad, int flip);
 int64_t rt_batcher_batch_size(const rt_batcher *b);
 /* The epoch's order of sample ids (borrowed, *n of them). */
 const int64_t *rt_batcher_order(const rt_batcher *b, int64_t *n);
@@ -702,6 +709,16 @@ rt_status rt_gradcheck_student(rt_instance *student, rt_ctx *ctx, int64_t N,
                                const int64_t *in_shape, int in_ndim,
                                uint64_t seed, double eps,
                                rt_gradcheck_result *res);
+
+/* ---- augmentation (core/data/augment.c) ---- */
+/* x: N images [C, H, W] (f32, contiguous), in place: each shifted by a
+ * random crop of the image zero-padded by pad on every side (offsets
+ * uniform in [-pad, pad], as torchvision's RandomCrop(H, padding = pad)),
+ * then mirrored left-right with probability 1/2 when flip.  Draws two
+ * (three with flip) numbers per image from rng, in image order.
+ * RT_STATUS_ERR_ARG for sizes < 1, pad outside [0, min(H, W)], W > 4096. */
+rt_status rt_augment_crop_flip(rt_ctx *ctx, float *x, int64_t N, int64_t C, int64_t H, int64_t W, int64_t pad,
+                               int flip, rt_rng *rng);
 
 #ifdef __cplusplus
 }

@@ -34,18 +34,8 @@ extern "C" {
 
 /* ================================================================ conv2d */
 
-/* x [N, C_in, H, W], weight [C_out, C_in / groups, KH, KW] (PyTorch's
- * layout), bias [C_out], y [N, C_out, H_out, W_out].  Filled in by the
- * caller except H_out and W_out, which rt_conv2d_geom_check sets. */
-typedef struct rt_conv2d_geom {
-    int64_t N, C_in, H, W;
-    int64_t C_out, KH, KW;
-    int64_t stride_h, stride_w; /* >= 1 */
-    int64_t pad_h, pad_w;       /* >= 0, zeros */
-    int64_t dil_h, dil_w;       /* >= 1 */
-    int64_t groups;             /* >= 1, divides C_in and C_out; C_in for depthwise */
-    int64_t H_out, W_out;       /* out */
-} rt_conv2d_geom;
+/* rt_conv2d_geom (x, weight, bias and output sizes) is defined in
+ * rt_plugin.h: plugins reach these kernels through rt_api. */
 
 /* Checks g (every size >= 1 except N >= 0 and pads >= 0, groups dividing
  * both channel counts, output >= 1x1, element counts without int64
@@ -77,15 +67,7 @@ void rt_conv2d_backward_ref(const rt_conv2d_geom *g, const float *x, const float
 
 /* =============================================================== pooling */
 
-/* x [N, C, H, W] -> y [N, C, H_out, W_out], windows KH x KW.  PyTorch's
- * floor mode; no ceil_mode, dilation or divisor_override. */
-typedef struct rt_pool2d_geom {
-    int64_t N, C, H, W;
-    int64_t KH, KW;
-    int64_t stride_h, stride_w; /* >= 1 (PyTorch's default is the kernel) */
-    int64_t pad_h, pad_w;       /* 0 <= pad <= kernel / 2, as PyTorch asks */
-    int64_t H_out, W_out;       /* out */
-} rt_pool2d_geom;
+/* rt_pool2d_geom is defined in rt_plugin.h. */
 
 /* Checks g as rt_conv2d_geom_check does (and H W < 2^31, for the int32
  * argmax) and sets H_out, W_out.  what ("max_pool2d", "avg_pool2d")

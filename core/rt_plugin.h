@@ -57,7 +57,7 @@ extern "C" {
 #endif
 
 #define RT_ABI_MAJOR 2
-#define RT_ABI_MINOR 1
+#define RT_ABI_MINOR 1 /* 2.1: the language-model and conv kernels blocks at the end of rt_api */
 #define RT_MAX_DIMS 6
 
 #if defined(__GNUC__)
@@ -429,6 +429,48 @@ typedef struct rt_plugin_desc {
     .size = sizeof(rt_plugin_desc), .kind = (kind_), .name = (name_),          \
     .version = (version_), .summary = (summary_)
 
+/* ------------------------------------------------- conv kernel geometry */
+
+/* The geometry of the convolution kernels in rt_api's conv block (the core
+ * declares the same kernels in rt_conv.h).  NCHW, batch first, contiguous.
+ * Output sizes follow PyTorch (floor mode):
+ *   out = floor((in + 2 pad - dilation (k - 1) - 1) / stride) + 1 */
+/* x [N, C_in, H, W], weight [C_out, C_in / groups, KH, KW] (PyTorch's
+ * layout), bias [C_out], y [N, C_out, H_out, W_out].  Filled in by the
+ * caller except H_out and W_out, which rt_conv2d_geom_check sets. */
+typedef struct rt_conv2d_geom {
+    int64_t N, C_in, H, W;
+    int64_t C_out, KH, KW;
+    int64_t stride_h, stride_w; /* >= 1 */
+    int64_t pad_h, pad_w;       /* >= 0, zeros */
+    int64_t dil_h, dil_w;       /* >= 1 */
+    int64_t groups;             /* >= 1, divides C_in and C_out; C_in for depthwise */
+    int64_t H_out, W_out;       /* out */
+} rt_conv2d_geom;
+
+/* x [N, C, H, W] -> y [N, C, H_out, W_out], windows KH x KW.  PyTorch's
+ * floor mode; no ceil_mode, dilation or divisor_override. */
+typedef struct rt_pool2d_geom {
+    int64_t N, C, H, W;
+    int64_t KH, KW;
+    int64_t stride_h, stride_w; /* >= 1 (PyTorch's default is the kernel) */
+    int64_t pad_h, pad_w;       /* 0 <= pad <= kernel / 2, as PyTorch asks */
+    int64_t H_out, W_out;       /* out */
+} rt_pool2d_geom;
+
+/* The optional capability "rt.gradcheck_options" (desc.extension): option
+ * sets, each a JSON object's text, at which the suite's gradient check
+ * (tests/c/test_gradcheck.c) checks the plugin instead of its defaults.
+ * For students whose default size puts so many relu and max-pool kinks
+ * near any point that float32 finite differences cannot resolve it (a
+ * 28x28 CNN), so the same layers are checked at a small size. */
+#define RT_EXT_GRADCHECK_OPTIONS "rt.gradcheck_options"
+typedef struct rt_gradcheck_options_ext {
+    uint32_t size; /* sizeof(rt_gradcheck_options_ext) */
+    int n;
+    const char *const *options;
+} rt_gradcheck_options_ext;
+
 /* ------------------------------------------------------- the host's table */
 
 typedef struct rt_api {
@@ -608,6 +650,39 @@ typedef struct rt_api {
     void (*tied_logits_backward)(const float *dlogits, const float *h,
                                  const float *wte, int64_t M, int64_t V,
                                  int64_t D, float *dh, float *dwte);
+
+    /* ---- conv kernels ---- (ABI 2.1; core/rt_conv.h states every
+     * contract: no kernel allocates, forwards overwrite, backwards
+     * ACCUMULATE, optional gradient pointers may be NULL) */
+    rt_status (*conv2d_geom_check)(rt_ctx *ctx, rt_conv2d_geom *g);
+    size_t (*conv2d_workspace)(const rt_conv2d_geom *g); /* floats */
+    void (*conv2d_forward)(const rt_conv2d_geom *g, const float *x, const float *weight, const float *bias,
+                           float *y, float *ws);
+    void (*conv2d_backward)(const rt_conv2d_geom *g, const float *x, const float *weight, const float *dy,
+                            float *dx, float *dweight, float *dbias, float *ws);
+    rt_status (*pool2d_geom_check)(rt_ctx *ctx, rt_pool2d_geom *g, const char *what);
+    void (*maxpool2d_forward)(const rt_pool2d_geom *g, const float *x, float *y, int32_t *argmax);
+    void (*maxpool2d_backward)(const rt_pool2d_geom *g, const float *dy, const int32_t *argmax, float *dx);
+    void (*avgpool2d_forward)(const rt_pool2d_geom *g, int count_include_pad, const float *x, float *y);
+    void (*avgpool2d_backward)(const rt_pool2d_geom *g, int count_include_pad, const float *dy, float *dx);
+    void (*global_avgpool_forward)(const float *x, int64_t N, int64_t C, int64_t HW, float *y);
+    void (*global_avgpool_backward)(const float *dy, int64_t N, int64_t C, int64_t HW, float *dx);
+    rt_status (*batchnorm_train_forward)(rt_ctx *ctx, const float *x, int64_t N, int64_t C, int64_t HW,
+                                         const float *gamma, const float *beta, float eps, float momentum,
+                                         float *running_mean, float *running_var,
+                                         int64_t *num_batches_tracked, float *y, float *save_mean,
+                                         float *save_invstd);
+    void (*batchnorm_eval_forward)(const float *x, int64_t N, int64_t C, int64_t HW, const float *gamma,
+                                   const float *beta, float eps, const float *running_mean,
+                                   const float *running_var, float *y);
+    void (*batchnorm_train_backward)(const float *x, const float *dy, int64_t N, int64_t C, int64_t HW,
+                                     const float *gamma, const float *save_mean, const float *save_invstd,
+                                     float *dx, float *dgamma, float *dbeta);
+    void (*batchnorm_eval_backward)(const float *x, const float *dy, int64_t N, int64_t C, int64_t HW,
+                                    const float *gamma, float eps, const float *running_mean,
+                                    const float *running_var, float *dx, float *dgamma, float *dbeta);
+    void (*residual_add)(const float *a, const float *b, float *y, int64_t n);
+    void (*residual_add_backward)(const float *dy, int64_t n, float *da, float *db);
 } rt_api;
 
 /* ---- language-model kernels: the generation capability ---- */

@@ -15,6 +15,10 @@ struct rt_batcher {
     const rt_dataset *d; /* borrowed: the caller keeps it alive */
     int64_t n, bs, pos;
     int drop_last;
+    uint64_t seed, epoch;
+    int aug, aflip;          /* rt_batcher_augment: crop with padding apad, flip */
+    int64_t aC, aH, aW, apad;
+    rt_rng arng;             /* augmentation stream (seed, epoch) */
     rt_tensor *xb, *yb, *ib; /* [bs, ...], [bs, ...] (NULL without labels), [bs] i32 sample ids */
     int64_t *perm;           /* [n] sample ids in batch order */
 };
@@ -37,6 +41,8 @@ rt_status rt_batcher_new(rt_ctx *ctx, const rt_dataset *d, int64_t bs, int shuff
     b->n = n;
     b->bs = bs;
     b->drop_last = drop_last;
+    b->seed = seed;
+    b->epoch = epoch;
     if (shuffle) {
         rt_rng r;
         rt_rng_seed(&r, seed, 0x6261746368ull + epoch);
@@ -69,6 +75,8 @@ int64_t rt_batcher_next(rt_batcher *b, rt_ctx *ctx, rt_tensor **x, rt_tensor **y
     if (left <= 0 || (b->drop_last && left < b->bs)) return 0;
     int64_t B = left < b->bs ? left : b->bs;
     if (rt_dataset_gather(b->d, ctx, b->perm + b->pos, B, b->xb, b->yb)) return -1;
+    if (b->aug && rt_augment_crop_flip(ctx, rt_f32(b->xb), B, b->aC, b->aH, b->aW, b->apad, b->aflip, &b->arng))
+        return -1;
     int32_t *p = rt_i32(b->ib);
     for (int64_t k = 0; k < B; k++) p[k] = (int32_t)b->perm[b->pos + k];
     b->pos += B;
@@ -76,6 +84,27 @@ int64_t rt_batcher_next(rt_batcher *b, rt_ctx *ctx, rt_tensor **x, rt_tensor **y
     *y = b->yb;
     *ids = b->ib;
     return B;
+}
+
+rt_status rt_batcher_augment(rt_batcher *b, rt_ctx *ctx, int64_t C, int64_t H, int64_t W, int64_t pad, int flip)
+{
+    rt_tensor *x = rt_dataset_x(b->d);
+    if (C < 1 || H < 1 || W < 1)
+        return rt_error(ctx, RT_STATUS_ERR_ARG, "batches: augment.shape must be {C, H, W}, three integers >= 1");
+    if (x->dtype != RT_DTYPE_F32 || rt_row_size(x) != C * H * W)
+        return rt_error(ctx, RT_STATUS_ERR_ARG,
+                        "batches: augment.shape {%d, %d, %d} needs f32 samples of %d values, the data has %s "
+                        "samples of %d",
+                        (int)C, (int)H, (int)W, (int)(C * H * W), x->dtype == RT_DTYPE_F32 ? "f32" : "non-f32",
+                        (int)rt_row_size(x));
+    if (pad < 0 || pad > H || pad > W)
+        return rt_error(ctx, RT_STATUS_ERR_ARG,
+                        "batches: augment.pad = %d must lie in [0, %d] (the image's height and width)", (int)pad,
+                        (int)(H < W ? H : W));
+    b->aug = 1;
+    b->aC = C, b->aH = H, b->aW = W, b->apad = pad, b->aflip = flip != 0;
+    rt_rng_seed(&b->arng, b->seed, 0x6175676dull + b->epoch); /* "augm" + epoch */
+    return RT_STATUS_OK;
 }
 
 int64_t rt_batcher_batch_size(const rt_batcher *b) { return b->bs; }

@@ -12,6 +12,7 @@
 #include "ctx.h"
 #include "options.h"
 #include "plugin_host.h"
+#include "rt_conv.h"
 #include "rt_lm.h"
 
 static rt_status api_error(rt_ctx *ctx, rt_status code, const char *fmt, ...)
@@ -132,6 +133,24 @@ static const rt_api host_api = {
     .attention_step = rt_attention_step,
     .tied_logits = rt_tied_logits,
     .tied_logits_backward = rt_tied_logits_backward,
+    /* ---- conv kernels ---- */
+    .conv2d_geom_check = rt_conv2d_geom_check,
+    .conv2d_workspace = rt_conv2d_workspace,
+    .conv2d_forward = rt_conv2d_forward,
+    .conv2d_backward = rt_conv2d_backward,
+    .pool2d_geom_check = rt_pool2d_geom_check,
+    .maxpool2d_forward = rt_maxpool2d_forward,
+    .maxpool2d_backward = rt_maxpool2d_backward,
+    .avgpool2d_forward = rt_avgpool2d_forward,
+    .avgpool2d_backward = rt_avgpool2d_backward,
+    .global_avgpool_forward = rt_global_avgpool_forward,
+    .global_avgpool_backward = rt_global_avgpool_backward,
+    .batchnorm_train_forward = rt_batchnorm_train_forward,
+    .batchnorm_eval_forward = rt_batchnorm_eval_forward,
+    .batchnorm_train_backward = rt_batchnorm_train_backward,
+    .batchnorm_eval_backward = rt_batchnorm_eval_backward,
+    .residual_add = rt_residual_add,
+    .residual_add_backward = rt_residual_add_backward,
 };
 
 const rt_api *rt_host_api(void) { return &host_api; }

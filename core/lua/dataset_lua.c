@@ -158,15 +158,19 @@ static int b_next(lua_State *L)
     return 3;
 }
 
-/* ds:batches(size [, {shuffle=, seed=, epoch=, drop_last=}]) -> iterator
+/* ds:batches(size [, {shuffle=, seed=, epoch=, drop_last=, augment=}]) -> iterator
  * Order: a permutation drawn from the stream (seed, epoch), so epoch e
- * has the same order in every run and after a resume. */
+ * has the same order in every run and after a resume.
+ * augment = {shape = {C, H, W}, pad = 4, flip = true}: each batch's images
+ * (f32, C H W values per sample) get a random crop with zero padding and a
+ * horizontal flip (rt_batcher_augment), drawn from their own stream
+ * (seed, epoch): reproducible, and the shuffle's draws are unchanged. */
 static int d_batches(lua_State *L)
 {
     ldataset *u = check_dataset(L, 1);
     lua_Integer bs = luaL_checkinteger(L, 2);
     luaL_argcheck(L, bs >= 1, 2, "batch size must be >= 1");
-    int shuffle = 0, drop_last = 0;
+    int shuffle = 0, drop_last = 0, aug_index = 0;
     lua_Integer seed = 0, epoch = 0;
     if (!lua_isnoneornil(L, 3)) {
         luaL_checktype(L, 3, LUA_TTABLE);
@@ -179,6 +183,28 @@ static int d_batches(lua_State *L)
         lua_getfield(L, 3, "epoch");
         epoch = luaL_optinteger(L, -1, 0);
         lua_pop(L, 4);
+        lua_getfield(L, 3, "augment");
+        if (!lua_isnil(L, -1)) aug_index = lua_gettop(L);
+        else lua_pop(L, 1);
+    }
+    int64_t aug[5] = {0, 0, 0, 4, 1}; /* C, H, W, pad, flip */
+    if (aug_index) {
+        luaL_argcheck(L, lua_istable(L, aug_index), 3, "augment must be a table {shape = {C, H, W}, pad =, flip =}");
+        lua_getfield(L, aug_index, "shape");
+        int ok = lua_istable(L, -1) && luaL_len(L, -1) == 3;
+        for (int k = 0; ok && k < 3; k++) {
+            lua_geti(L, -1, k + 1);
+            aug[k] = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : 0;
+            ok = aug[k] >= 1;
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+        if (!ok) return luaL_error(L, "batches: augment.shape must be {C, H, W}, three integers >= 1");
+        lua_getfield(L, aug_index, "pad");
+        aug[3] = luaL_optinteger(L, -1, 4);
+        lua_getfield(L, aug_index, "flip");
+        aug[4] = lua_isnil(L, -1) ? 1 : lua_toboolean(L, -1);
+        lua_pop(L, 3); /* pad, flip, augment */
     }
     batcher *b = lua_newuserdatauv(L, sizeof *b, 1);
     b->b = NULL;
@@ -186,6 +212,8 @@ static int d_batches(lua_State *L)
     lua_pushvalue(L, 1);
     lua_setiuservalue(L, -2, 1); /* keeps the dataset alive */
     if (rt_batcher_new(S(L)->ctx, u->d, bs, shuffle, (uint64_t)seed, (uint64_t)epoch, drop_last, &b->b))
+        return rtL_fail(L);
+    if (aug_index && rt_batcher_augment(b->b, S(L)->ctx, aug[0], aug[1], aug[2], aug[3], (int)aug[4]))
         return rtL_fail(L);
     lua_pushvalue(L, lua_upvalueindex(1));
     lua_insert(L, -2);

@@ -270,6 +270,19 @@ static int plugins(int argc, char **argv)
             if (!strcmp(d->name, argv[2])) {
                 if (found++) printf("\n");
                 rt_options_print_help(d, stdout);
+                /* A student's named features (for feature losses), as
+                 * its default options build it. */
+                rt_instance *in = NULL;
+                const char *fn[512];
+                int nf = d->kind == RT_KIND_STUDENT && !rt_instance_create(reg, ctx, d->kind, d->name, NULL, &in)
+                             ? rt_instance_features(in, fn, 512)
+                             : 0;
+                if (nf > 0) {
+                    printf("  features (with the default options):");
+                    for (int k = 0; k < nf && k < 512; k++) printf("%s%s", k % 6 ? ", " : "\n    ", fn[k]);
+                    printf("\n");
+                }
+                rt_instance_release(in);
                 printf("  file: %s\n", rt_registry_path_at(reg, i));
             }
         }

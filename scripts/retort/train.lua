@@ -17,13 +17,14 @@ local util = rt.util
 local DISTILL_KEYS = {
   teacher = 1, student = 1, data = 1, eval = 1, loss = 1, optimizer = 1, schedule = 1, epochs = 1, batch = 1,
   seed = 1, out = 1, resume = 1, quiet = 1, log_every = 1, cache_teacher = 1, name = 1, eval_teacher = 1,
-  on_epoch = 1, val = 1, patience = 1, overwrite = 1,
+  on_epoch = 1, val = 1, patience = 1, overwrite = 1, augment = 1,
 }
 
 -- rt.distill{ teacher, student, data, val, eval, loss, optimizer, schedule,
 --             epochs = 10, batch = 128, seed = 1, out, resume = false,
 --             overwrite = false, quiet = false, log_every = 50, cache_teacher = true,
---             eval_teacher, patience, on_epoch = function(row) }
+--             eval_teacher, patience, on_epoch = function(row),
+--             augment = {shape = {C, H, W}, pad = 4, flip = true} }
 -- Returns { history = {per-epoch rows}, test = last eval row, val = last
 --           val row, out = dir, epoch_seconds = mean training seconds per
 --           epoch, steps, best_epoch, stopped_at (epoch, or nil) }.
@@ -35,12 +36,25 @@ local DISTILL_KEYS = {
 -- out: the run folder (run_folder.lua): locked while the run writes it;
 -- one that holds another run is refused unless overwrite = true; resume =
 -- true continues the same run from out/last.safetensors.
+-- augment: random crop with zero padding and horizontal flip of the
+-- training batches (ds:batches' augment), drawn from (seed, epoch): the
+-- same in every run and after a resume.  The inputs then change every
+-- epoch, so the teacher runs on each augmented batch; cache_teacher = true
+-- with augment is refused.
 -- eval_teacher: the teacher to measure agreement against (defaults to
 -- teacher); lets a plain-CE baseline report its agreement too.
 -- at: where the loop is ({step, epoch}), for the error message.
 local function distill(cfg, at)
   if type(cfg) ~= "table" then error("rt.distill: needs a table of settings", 2) end
   util.check_keys(cfg, DISTILL_KEYS, "rt.distill", 2)
+  if cfg.augment ~= nil and type(cfg.augment) ~= "table" then
+    error("rt.distill: 'augment' is a table {shape = {C, H, W}, pad = 4, flip = true}", 2)
+  end
+  if cfg.augment and cfg.cache_teacher == true and cfg.teacher then
+    error("rt.distill: cache_teacher = true with augment: the inputs change every epoch, so logits cached "
+          .. "once would belong to other images; leave cache_teacher out (the teacher then runs on each "
+          .. "augmented batch)", 2)
+  end
   local student, teacher, data = cfg.student, cfg.teacher, cfg.data
   if type(student) ~= "userdata" or not pcall(student.kind, student) or student:kind() ~= "student" then
     error("rt.distill: 'student' must be a student (rt.student)", 2)
@@ -175,9 +189,10 @@ local function distill(cfg, at)
   local cache
   rt.run_abi.bind(plan, terms, student, teacher, data) -- once; nothing unless a loss reads features or binds
   -- Not for per-token outputs ([N, T, V]): they are V floats per token of
-  -- the corpus (rt.lm_cacheable), so the teacher runs at each step.
+  -- the corpus (rt.lm_cacheable), so the teacher runs at each step; nor
+  -- with augment (the inputs change every epoch).
   if teacher and cfg.cache_teacher ~= false and start_epoch < epochs and not plan.teacher_features
-     and rt.lm_cacheable(teacher, data) then
+     and not cfg.augment and rt.lm_cacheable(teacher, data) then
     cache = rt.cache.teacher_cache(teacher, data, n, quiet)
   end
 
@@ -192,7 +207,7 @@ local function distill(cfg, at)
     local progress = rt.progress(("%s %d/%d"):format(name, epoch + 1, epochs), steps_per_epoch, quiet)
     local t0 = rt.clock()
     local b = 0
-    for x, y, idx in data:batches(bs, { shuffle = true, seed = seed, epoch = epoch }) do
+    for x, y, idx in data:batches(bs, { shuffle = true, seed = seed, epoch = epoch, augment = cfg.augment }) do
       at.step, at.epoch = step, epoch
       local total, values, lr = rt.step.train_step(run, x, y, idx, epoch, step, sums)
       count = count + #x

@@ -2,7 +2,8 @@
  * test_batcher.c -- the batches of an epoch (core/data/batcher.c): the
  * order is that of the stream (seed, epoch) and the same on every call,
  * every sample comes exactly once, each batch holds the rows of its ids,
- * the short last batch and drop_last, and the errors.
+ * the short last batch and drop_last, and the errors; per-position labels
+ * and augmentation.
  */
 #include "retort.h"
 #include "t.h"
@@ -130,6 +131,75 @@ static void test_errors(void)
     rt_dataset_free(d);
 }
 
+/* Per-position labels: y [n, 2] rows travel with their samples. */
+static void test_row_labels(void)
+{
+    int64_t n = 5, sx[2] = {n, 3}, sy[2] = {n, 2};
+    rt_tensor *x = rt_tensor_new(ctx, RT_DTYPE_F32, 2, sx);
+    rt_tensor *y = rt_tensor_new(ctx, RT_DTYPE_I32, 2, sy);
+    for (int64_t i = 0; i < n; i++) {
+        for (int k = 0; k < 3; k++) rt_f32(x)[i * 3 + k] = (float)(10 * i + k);
+        for (int k = 0; k < 2; k++) rt_i32(y)[i * 2 + k] = (int32_t)(100 * i + k);
+    }
+    rt_dataset *d = rt_dataset_new(ctx, x, y);
+    rt_tensor_release(x);
+    rt_tensor_release(y);
+    CHECK(d != NULL);
+    rt_batcher *b = NULL;
+    CHECK(rt_batcher_new(ctx, d, 2, 1, 3, 0, 0, &b) == RT_STATUS_OK);
+    rt_tensor *xb, *yb, *ib;
+    int64_t B, seen = 0;
+    while ((B = rt_batcher_next(b, ctx, &xb, &yb, &ib)) > 0) {
+        CHECK(yb->ndim == 2 && yb->shape[1] == 2);
+        for (int64_t k = 0; k < B; k++) {
+            int32_t id = rt_i32(ib)[k];
+            CHECK(rt_i32(yb)[k * 2] == 100 * id && rt_i32(yb)[k * 2 + 1] == 100 * id + 1);
+            seen++;
+        }
+    }
+    CHECK(B == 0 && seen == n);
+    rt_batcher_free(b);
+    rt_dataset_free(d);
+}
+
+/* rt_batcher_augment: samples of 3 values as images [1, 1, 3]; with pad 0
+ * and flip, each row is its source or its mirror, both occur, the order is
+ * the one without augment; a shape that does not match is refused. */
+static void test_augment(void)
+{
+    rt_dataset *d = make(40);
+    int64_t plain[40], nb;
+    CHECK(epoch_ids(d, 8, 1, 5, 2, 0, plain, &nb) == 40);
+    rt_batcher *b = NULL;
+    CHECK(rt_batcher_new(ctx, d, 8, 1, 5, 2, 0, &b) == RT_STATUS_OK);
+    CHECK(rt_batcher_augment(b, ctx, 1, 1, 3, 0, 1) == RT_STATUS_OK);
+    rt_tensor *x, *y, *ib;
+    int64_t B, got = 0, mirrored = 0, bad = 0;
+    while ((B = rt_batcher_next(b, ctx, &x, &y, &ib)) > 0) {
+        for (int64_t k = 0; k < B; k++) {
+            int32_t id = rt_i32(ib)[k];
+            const float *r = rt_f32(x) + k * 3;
+            float a = (float)(10 * id);
+            if (id != plain[got]) bad++;
+            if (r[0] == a + 2 && r[1] == a + 1 && r[2] == a) mirrored++;
+            else if (!(r[0] == a && r[1] == a + 1 && r[2] == a + 2)) bad++;
+            got++;
+        }
+    }
+    CHECK(B == 0 && got == 40 && bad == 0);
+    CHECK(mirrored > 0 && mirrored < 40);
+    rt_batcher_free(b);
+    CHECK(rt_batcher_new(ctx, d, 8, 0, 0, 0, 0, &b) == RT_STATUS_OK);
+    CHECK(rt_batcher_augment(b, ctx, 1, 2, 2, 0, 1) == RT_STATUS_ERR_ARG);
+    CHECK_CONTAINS(rt_ctx_message(ctx), "needs f32 samples of 4 values, the data has f32 samples of 3");
+    rt_ctx_clear(ctx);
+    CHECK(rt_batcher_augment(b, ctx, 1, 1, 3, 2, 0) == RT_STATUS_ERR_ARG);
+    CHECK_CONTAINS(rt_ctx_message(ctx), "augment.pad = 2 must lie in [0, 1]");
+    rt_ctx_clear(ctx);
+    rt_batcher_free(b);
+    rt_dataset_free(d);
+}
+
 int main(void)
 {
     ctx = rt_ctx_new();
@@ -137,6 +207,8 @@ int main(void)
     RUN(test_order_shuffled);
     RUN(test_reuse);
     RUN(test_errors);
+    RUN(test_row_labels);
+    RUN(test_augment);
     rt_ctx_free(ctx);
     return t_summary("test_batcher");
 }
