@@ -9,6 +9,7 @@
  *     (rt_check_finite); i32 tensors always pass.
  *
  *   rt.label_range(y) -> smallest, largest label of an i32 tensor
+ *   rt.label_mask(y [, mask]) -> mask, count: 1 where labelled (y >= 0)
  *
  * The trainer calls check_finite on teacher outputs and on each loss term's
  * gradient; teacher:forward(x [, ids]) calls rtL_check_rows on its logits.
@@ -61,6 +62,36 @@ static int l_label_range(lua_State *L)
     return 2;
 }
 
-static const luaL_Reg functions[] = {{"check_finite", l_check_finite}, {"label_range", l_label_range}, {NULL, NULL}};
+/* rt.label_mask(y [, mask]) -> mask, count: mask i32 of y's shape, 1 where
+ * y holds a label (>= 0), 0 where it is -1 (unlabelled); count = the
+ * labelled positions.  mask (reused when its shape fits, else a new one)
+ * lets a step avoid an allocation per batch. */
+static int l_label_mask(lua_State *L)
+{
+    rt_tensor *y = rtL_checktensor(L, 1);
+    luaL_argcheck(L, y->dtype == RT_DTYPE_I32 && rt_is_contiguous(y), 1, "labels must be a contiguous i32 tensor");
+    rt_tensor *m = rtL_opttensor(L, 2);
+    int fits = m && m->dtype == RT_DTYPE_I32 && rt_is_contiguous(m) && rt_tensor_same_shape(m, y);
+    if (!fits) {
+        ltensor *u = rtL_newtensor(L);
+        if (!(u->t = rt_tensor_new(rtL_S(L)->ctx, RT_DTYPE_I32, y->ndim, y->shape))) return rtL_fail(L);
+        rtL_account(L, u->t);
+        m = u->t;
+    } else {
+        lua_pushvalue(L, 2);
+    }
+    int64_t n = rt_numel(y), count = 0;
+    const int32_t *v = rt_i32(y);
+    int32_t *o = rt_i32(m);
+    for (int64_t i = 0; i < n; i++) {
+        o[i] = v[i] >= 0;
+        count += o[i];
+    }
+    lua_pushinteger(L, count);
+    return 2;
+}
+
+static const luaL_Reg functions[] = {{"check_finite", l_check_finite}, {"label_range", l_label_range},
+                                     {"label_mask", l_label_mask}, {NULL, NULL}};
 
 void rtL_open_finite(lua_State *L) { rtL_setfuncs(L, functions); }

@@ -111,3 +111,51 @@ function methods.split(ds, o)
   return make_subset(ds, rest, { how = how, seed = seed, part = "rest", name = names[1] }, 2),
          make_subset(ds, held, { how = how, seed = seed, part = "held", name = names[2] }, 2)
 end
+
+-- ds:keep_labels{ n = 2000, seed = 1 [, names = {all, labelled}] }
+--   -> all, labelled
+-- Semi-supervised data: `all` has every sample of ds but keeps the labels
+-- of only n of them, drawn by a permutation from `seed`'s own stream; the
+-- others get label -1, "unlabelled" (loss terms that need labels skip
+-- them: rt.distill passes those terms a mask; terms on the teacher's
+-- signal see every sample).  `labelled` is the subset of the n labelled
+-- samples alone, in ds's order (the baseline that only has the labels).
+-- Both record which labels were kept (count, sha256 of the ids, seed).
+-- Default names: "<name>:<n>-labelled" and "<name>:<n>-labelled-only".
+function methods.keep_labels(ds, o)
+  if type(o) ~= "table" then error("ds:keep_labels: needs a table {n = 2000, seed = 1}", 2) end
+  util.check_keys(o, { n = 1, seed = 1, names = 1 }, "ds:keep_labels", 2)
+  local N, y = ds:size(), ds:y()
+  if y == nil then error("ds:keep_labels: the dataset has no labels to keep", 2) end
+  if y:dim() ~= 1 then
+    error("ds:keep_labels: needs one label per sample ([N]); per-position labels are not supported", 2)
+  end
+  local k, seed = o.n, o.seed or 1
+  if math.type(k) ~= "integer" or k < 1 or k > N then
+    error(("ds:keep_labels: 'n' must be an integer in [1, %d] (the samples), got %s"):format(N, tostring(k)), 2)
+  end
+  if math.type(seed) ~= "integer" or seed < 0 then
+    error(("ds:keep_labels: 'seed' must be an integer >= 0, got %s"):format(tostring(seed)), 2)
+  end
+  local perm = rt.permutation(N, seed)
+  local keep, kept = {}, {}
+  for i = 1, k do keep[i] = perm[i]; kept[perm[i]] = true end
+  table.sort(keep)
+  local y2 = y:clone()
+  for i = 1, N do
+    if not kept[i] then y2:set(i, -1) end
+  end
+  local names = o.names or {}
+  local parent = rt.data.info[ds] or {}
+  local base = parent.name or "data"
+  local labels = { kept = k, of = N, ids_sha256 = ids_sha256(keep), seed = seed, unlabelled = -1 }
+  local all = util.call(rt.dataset, ds:x(), y2)
+  local info = {}
+  for key, v in pairs(parent) do info[key] = v end
+  info.size, info.labels = N, labels
+  info.name = names[1] or ("%s:%d-labelled"):format(base, k)
+  rt.data.info[all] = info
+  local only = make_subset(ds, keep, { how = ("keep_labels n %d, seed %d"):format(k, seed), seed = seed,
+                                       part = "labelled", name = names[2] or ("%s:%d-labelled-only"):format(base, k) }, 2)
+  return all, only
+end

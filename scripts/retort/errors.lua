@@ -101,12 +101,22 @@ local function classes(model, x1, what, data)
   return z:size(z:dim()), z:dim()
 end
 
--- The labels y of `what` against the C classes of model.
-function util.check_labels(model, C, y, what)
+-- The labels y of `what` against the C classes of model.  unlabelled:
+-- training data may mark samples unlabelled with -1 (ds:keep_labels);
+-- then at least one label must remain.
+function util.check_labels(model, C, y, what, unlabelled)
   local lo, hi = rt.label_range(y)
   if not lo then return end
+  if unlabelled and lo == -1 then
+    if hi == -1 then
+      error(("%s has no labels (every sample is -1, unlabelled), but a loss term needs labels: drop the term "
+        .. "or keep some labels (ds:keep_labels)"):format(what), 0)
+    end
+    lo = 0
+  end
   if lo < 0 then
-    error(("%s has a negative label (%d): labels are class ids 0..C-1"):format(what, lo), 0)
+    error(("%s has a negative label (%d): labels are class ids 0..C-1%s"):format(what, lo,
+      unlabelled and " (or -1 for an unlabelled sample)" or ""), 0)
   end
   if hi >= C then
     error(("%s has labels up to %d (%d classes), but %s '%s' gives %d classes%s"):format(what, hi, hi + 1,
@@ -142,7 +152,7 @@ function util.check_run(o)
   if data:size() > 0 then
     local x1 = data:x():narrow(1, 1, 1)
     C = classes(student, x1, "the training data", data)
-    if needs_target and data:y() then check_labels(student, C, data:y(), "the training data") end
+    if needs_target and data:y() then check_labels(student, C, data:y(), "the training data", true) end
     if o.teacher and needs_teacher then
       local Ct, nd = classes(o.teacher, x1, "the training data", data)
       if Ct ~= C and nd > 2 then

@@ -52,9 +52,10 @@ function rt.data_provenance(ds)
     files[#files + 1] = { path = path, sha256 = rt.exists(path) and data_sha256(path) or nil }
   end
   -- subset: which rows of which parent (ds:split, ds:subset): count,
-  -- sha256 of the 1-based id list, how it was made
+  -- sha256 of the 1-based id list, how it was made; labels: which labels
+  -- ds:keep_labels kept (the others are -1, unlabelled)
   return { name = info.name or "(in memory)", license = info.license or "(not declared)", origin = info.origin,
-           samples = ds:size(), files = files, classes = info.classes, subset = info.subset }
+           samples = ds:size(), files = files, classes = info.classes, subset = info.subset, labels = info.labels }
 end
 
 -- A teacher's provenance: plugin, options and, when an option names a

@@ -57,9 +57,10 @@ end
 
 -- One term's value, and with w ~= 0 its gradients: into grad (the output)
 -- and into the tap buffers (its student features).
-function M.term(plan, t, student, teacher, s, tz, y, epoch, step, w, grad)
+-- mask: the labelled rows when the data has unlabelled ones (step.lua).
+function M.term(plan, t, student, teacher, s, tz, y, epoch, step, w, grad, mask)
   local a = { s, t.needs_teacher and tz or nil, t.needs_target and y or nil, epoch = epoch, step = step,
-              features = features(t, student, teacher) }
+              features = features(t, student, teacher), mask = mask }
   local v = t.loss:forward(a)
   if grad and w ~= 0 and v == v then
     local fg = {}

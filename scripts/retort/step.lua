@@ -27,12 +27,29 @@ local function train_step(run, x, y, idx, epoch, step, sums)
   run.grad = grad
   local total = 0
   local values = {}
+  -- Data with unlabelled samples (label -1, ds:keep_labels): the terms
+  -- that need labels see only this batch's labelled rows (a mask; their
+  -- mean is over those rows) and are skipped, value 0, when it has none.
+  local mask, labelled
+  if run.unlabelled and y then run.mask, labelled = rt.label_mask(y, run.mask); mask = run.mask end
   for i, t in ipairs(terms) do
     local w = rt.terms.apply_schedules(t, epoch, step)
     local v
     local routed = t.features and (#t.features > 0 or t.binds)
-    if routed then
-      v = rt.run_abi.term(plan, t, student, teacher, s, tz, y, epoch, step, w, grad)
+    local tmask = t.needs_target and mask or nil
+    if tmask and labelled == 0 then
+      v, routed, w = 0, true, 0
+    elseif routed then
+      v = rt.run_abi.term(plan, t, student, teacher, s, tz, y, epoch, step, w, grad, tmask)
+    elseif tmask then
+      local a = { s, t.needs_teacher and tz or nil, y, epoch = epoch, step = step, mask = tmask }
+      v = t.loss:forward(a)
+      if w ~= 0 and v == v then
+        a.scale, a.grad = w, grad
+        t.loss:backward(a)
+        rt.check_finite(grad, ("loss term '%s': its gradient"):format(t.name), idx)
+      end
+      routed = true -- its backward is done
     else
       v = t.loss:forward(s, t.needs_teacher and tz or nil, t.needs_target and y or nil, epoch, step)
     end

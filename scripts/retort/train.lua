@@ -198,7 +198,7 @@ local function distill(cfg, at)
 
   -- what one step needs; grad and tbuf are its reused buffers
   local run = { student = student, teacher = teacher, cache = cache, bs = bs, terms = terms, plan = plan, opt = opt,
-                lr_at = lr_at }
+                lr_at = lr_at, unlabelled = data:y() ~= nil and rt.label_range(data:y()) == -1 }
   local name = cfg.name or (teacher and "distill" or "fit")
   local train_seconds, epochs_run = 0, 0
   for epoch = start_epoch, epochs - 1 do
