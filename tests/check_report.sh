@@ -52,7 +52,7 @@ CR=("$CHROMIUM" --headless --no-sandbox --disable-gpu --disable-quic --no-first-
 browse() { timeout 120 "${CR[@]}" --user-data-dir="$(mktemp -d -p "$tmp")" "$@" 2>>"$tmp/chromium.log"; }
 
 # 1. a small demo run and its report
-if RETORT_QUIET=1 "$RETORT" run scripts/recipes/fashion_mnist.lua --limit 2000 --epochs 2 --teacher-epochs 2 \
+if RETORT_QUIET=1 "$RETORT" run scripts/recipes/fashion_mnist.lua --limit 2000 --epochs 2 --teacher-epochs 2 --cnn-epochs 1 --few-epochs 2 \
      --batch 32 --threads 1 --quiet --out "$tmp/run" >"$tmp/demo.log" 2>&1 && [ -s "$tmp/run/report.html" ]; then
     ok "the demo recipe writes report.html and prints its path"
     grep -q "^report: $tmp/run/report.html$" "$tmp/demo.log" || bad "the demo did not print the report's path"

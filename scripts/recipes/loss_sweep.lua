@@ -3,8 +3,8 @@
 --
 --   retort run scripts/recipes/loss_sweep.lua [--epochs 3] [--load x.so,y.so] [--help]
 --
--- The teacher (MLP 784-1200-1200-10) is the demo's when
--- runs/fashion_mnist/teacher holds one (`make demo` trains it), else one
+-- The teacher (MLP 784-1200-1200-10) is mlp_teacher.lua's when
+-- runs/mlp_teacher/teacher holds one (that recipe trains it), else one
 -- trained here once and reused by later sweeps.  Every student is the MLP
 -- 784-128-10 from the same initial weights, in the same batch order (same
 -- seeds), with the same optimizer and cosine schedule.  Each loss found in
@@ -26,7 +26,7 @@ local o = rt.util.args(arg, {
   threads = 2,
   load = "",               -- comma-separated plugin files to load first
   only = "",               -- comma-separated loss names (default: every one)
-  teacher = "runs/fashion_mnist/teacher/last.safetensors", -- reused if present
+  teacher = "runs/mlp_teacher/teacher/last.safetensors", -- reused if present
   out = "runs/loss_sweep",
   quiet = true,
 }, "Trains one student per distillation loss from the same teacher, seeds and batches; one table.")
