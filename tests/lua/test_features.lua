@@ -59,10 +59,12 @@ for _, c in ipairs(cases) do
     local names = check_rule(c[1], s, function() return s:forward(x, false) end)
     -- a tap is the gradient of a feature someone read: unrecorded, refused
     s:record(names[1])
-    s:forward(x, false)
-    local shape = s:feature(names[1]):shape()
-    s:record(names[1], false)
     local out = s:forward(x, true)
+    local shape = s:feature(names[1]):shape()
+    s:zero_grad()
+    s:backward(rt.zeros(out:shape()), { [names[1]] = rt.zeros(shape) }) -- recorded: taken
+    s:record(names[1], false)
+    out = s:forward(x, true)
     s:zero_grad()
     s:backward(rt.zeros(out:shape()), { [names[#names]] = rt.zeros(s:feature(names[#names]):shape()) })
     T.raises(function() s:backward(rt.zeros(out:shape()), { [names[1]] = rt.zeros(shape) }) end,
