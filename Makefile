@@ -88,7 +88,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # (<prefix>/include/retort), in the build tree as in an install.
 HEADERS  := core/rt_plugin.h core/retort.h core/rt_loss_kit.h core/rt_nn.h core/rt_nn_lm.h core/rt_nn_conv.h
 # What a plugin compiles against: the ABI and the header-only kits.
-PLUG_HDR := core/rt_plugin.h core/rt_loss_kit.h core/rt_nn.h core/rt_nn_lm.h core/rt_nn_conv.h
+PLUG_HDR := core/rt_plugin.h core/rt_loss_kit.h core/rt_nn.h core/rt_nn_lm.h core/rt_nn_conv.h $(wildcard plugins/*/*.h)
 INCLUDES := $(HEADERS:core/%=$(BUILD)/include/retort/%)
 
 all: $(LIB) $(PLUGINS) $(LUAMOD) $(CLI) $(BUILD)/lib/pkgconfig/retort.pc $(INCLUDES) $(EXAMPLES)

@@ -10,7 +10,8 @@
  *   rtn_linear    y = act(x W^T + b), PyTorch nn.Linear layout and default
  *                 initialisation, activation fused (relu, gelu, tanh)
  *   rtn_dropout   inverted dropout on the run's RNG stream
- *   rtn_features  the names a student can record, which are on, lookup
+ *   rtn_features  the names a student can record, which are on, lookup;
+ *                 RTN_FEATURES_VT, its feature / features / record
  *
  * Conventions (the ones later layers -- conv, norm, pooling, embedding,
  * attention -- follow too): a layer is a struct the student embeds; init
@@ -204,8 +205,8 @@ static inline float rtn_dropout_backward(const rtn_dropout *D, float *d, int64_t
 /* -------------------------------------------------------------- features */
 
 /* A student's named features: each a name and where the last forward left
- * it.  rt_student_vt.features / record / feature are one-liners over
- * these. */
+ * it.  RTN_FEATURES_VT below gives a student its rt_student_vt.feature /
+ * features / record from its table; rtn_feature_get is the one rule. */
 typedef struct rtn_feature {
     char name[RTN_NAME];
     rt_tensor **slot; /* the tensor the layer keeps (e.g. &layer.y) */
@@ -233,6 +234,50 @@ static inline rt_status rtn_features_record(rtn_feature *f, int n, rt_ctx *ctx, 
     return RT_STATUS_OK;
 }
 
+/* The rule of every kit student's feature() (docs/abi.md, "Features"): the
+ * tensor the last forward left for `name` (borrowed) when `name` is
+ * recorded (record(name, 1)) and a forward has run (have_forward); NULL for
+ * an unknown name, a name not recorded, or before the first forward.  A
+ * layer may keep its output for backward either way; recording is what
+ * hands it out, so a caller that reads a feature has asked for it. */
+static inline rt_tensor *rtn_feature_get(rtn_feature *f, int n, int have_forward, const char *name)
+{
+    rtn_feature *x = have_forward && name ? rtn_feature_find(f, n, name) : NULL;
+    return x && x->on ? *x->slot : NULL;
+}
+
+/* A student's feature table as the vt functions see it: the entries, their
+ * count, and whether a forward has run. */
+typedef struct rtn_feature_table {
+    rtn_feature *f;
+    int n;
+    int have_forward;
+} rtn_feature_table;
+
+/* Defines the three vt functions rtn_vt_feature, rtn_vt_features and
+ * rtn_vt_record from table_of, the student's
+ *   static rtn_feature_table table_of(void *self);
+ * so that every student lists all its names (features), turns one on or
+ * off (record; an unknown name is an error) and hands out only recorded
+ * ones (feature, rtn_feature_get).  In the vt:
+ *   .feature = rtn_vt_feature, .features = rtn_vt_features, .record = rtn_vt_record */
+#define RTN_FEATURES_VT(table_of)                                                                   \
+    static rt_tensor *rtn_vt_feature(void *self, const char *name)                                  \
+    {                                                                                               \
+        rtn_feature_table t_ = table_of(self);                                                      \
+        return rtn_feature_get(t_.f, t_.n, t_.have_forward, name);                                  \
+    }                                                                                               \
+    static int rtn_vt_features(void *self, const char **out, int max)                               \
+    {                                                                                               \
+        rtn_feature_table t_ = table_of(self);                                                      \
+        return rtn_features_list(t_.f, t_.n, out, max);                                             \
+    }                                                                                               \
+    static rt_status rtn_vt_record(void *self, rt_ctx *ctx, const char *name, int on)              \
+    {                                                                                               \
+        rtn_feature_table t_ = table_of(self);                                                      \
+        return rtn_features_record(t_.f, t_.n, ctx, name, on);                                      \
+    }
+
 /* The tap gradient for feature `name`, checked against the feature's
  * shape; *grad NULL when there is none.  An unknown tap is an error. */
 static inline rt_status rtn_tap_find(const rt_tap *taps, int ntaps, const char *name, const rt_tensor *feature,
@@ -251,13 +296,18 @@ static inline rt_status rtn_tap_find(const rt_tap *taps, int ntaps, const char *
     return RT_STATUS_OK;
 }
 
-/* Every tap names a feature of f (else the error names it). */
+/* Every tap names a feature of f that is recorded (else the error names
+ * it): a tap is the gradient of a feature someone read, and only recorded
+ * features are handed out. */
 static inline rt_status rtn_taps_check(const rtn_feature *f, int n, const rt_tap *taps, int ntaps, rt_ctx *ctx)
 {
     for (int k = 0; k < ntaps; k++) {
-        int found = 0;
-        for (int j = 0; j < n && !found; j++) found = !strcmp(taps[k].name, f[j].name);
-        if (!found) return api->error(ctx, RT_STATUS_ERR_ARG, "no feature '%s' to tap", taps[k].name);
+        int j = 0;
+        while (j < n && strcmp(taps[k].name, f[j].name)) j++;
+        if (j == n) return api->error(ctx, RT_STATUS_ERR_ARG, "no feature '%s' to tap", taps[k].name);
+        if (!f[j].on)
+            return api->error(ctx, RT_STATUS_ERR_ARG, "feature '%s' is tapped but not recorded: record('%s') "
+                              "before the forward", taps[k].name, taps[k].name);
     }
     return RT_STATUS_OK;
 }

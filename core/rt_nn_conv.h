@@ -283,12 +283,22 @@ static inline rt_status rtn_pool2d_backward(rtn_pool2d *P, rt_ctx *ctx, const fl
 
 /* ------------------------------------------------------------------ relu */
 
+/* o = max(x, 0) (NaN and -0 give +0), n values; blocks of 8 between
+ * restrict parameters: the form gcc -O2 vectorises (the plain loop, with
+ * the count re-read each turn, was 15% of a cnn training step). */
+static inline void rtn_relu_rows(float *restrict o, const float *restrict x, int64_t n)
+{
+    int64_t k = 0;
+    for (; k + 8 <= n; k += 8)
+        for (int j = 0; j < 8; j++) o[k + j] = x[k + j] > 0 ? x[k + j] : 0.0f;
+    for (; k < n; k++) o[k] = x[k] > 0 ? x[k] : 0.0f;
+}
+
 /* *y = max(x, 0) (a tensor of x's shape, [N, ...]); y may not alias x. */
 static inline rt_status rtn_relu_forward(rt_tensor **y, rt_ctx *ctx, const float *x, int ndim, const int64_t *shape)
 {
     if (api->tensor_ensure(ctx, y, RT_DTYPE_F32, ndim, shape)) return RT_STATUS_ERR_NOMEM;
-    float *o = rt_f32(*y);
-    for (int64_t k = 0; k < rt_numel(*y); k++) o[k] = x[k] > 0 ? x[k] : 0.0f;
+    rtn_relu_rows(rt_f32(*y), x, rt_numel(*y));
     return RT_STATUS_OK;
 }
 

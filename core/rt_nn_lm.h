@@ -281,12 +281,12 @@ static inline void rtn_gpt_block_free(rtn_gpt_block *B)
     for (size_t k = 0; k < sizeof ts / sizeof *ts; k++) api->tensor_release(ts[k]);
 }
 
-/* B->y [M, D] = block(x [N, T, D]). */
+/* B->y [N, T, D] = block(x [N, T, D]); per sample, as a feature is. */
 static inline rt_status rtn_gpt_block_forward(rtn_gpt_block *B, rt_ctx *ctx, const float *x, int64_t N, int64_t T,
                                               int train)
 {
-    int64_t M = N * T, s[2] = {M, B->D};
-    if (api->tensor_ensure(ctx, &B->x1, RT_DTYPE_F32, 2, s) || api->tensor_ensure(ctx, &B->y, RT_DTYPE_F32, 2, s))
+    int64_t M = N * T, s[2] = {M, B->D}, ys[3] = {N, T, B->D};
+    if (api->tensor_ensure(ctx, &B->x1, RT_DTYPE_F32, 2, s) || api->tensor_ensure(ctx, &B->y, RT_DTYPE_F32, 3, ys))
         return RT_STATUS_ERR_NOMEM;
     rt_status st;
     if ((st = rtn_layernorm_forward(&B->ln_1, ctx, x, M)) ||

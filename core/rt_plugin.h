@@ -243,7 +243,9 @@ typedef struct rt_student_vt {
      * it lazily (the next backward overwrites instead of accumulating). The
      * host memsets the grads when it is NULL. */
     void (*zero_grad)(void *self);
-    /* Optional.  A feature recorded by the last forward, borrowed, or NULL. */
+    /* Optional.  A feature recorded by the last forward, borrowed, or NULL:
+     * NULL for an unknown name and for a name not recorded (record(name,
+     * 1)), so a caller reads only what it asked for (docs/abi.md). */
     rt_tensor *(*feature)(void *self, const char *name);
     /* Optional.  Floating-point operations of one forward, per sample. */
     int64_t (*flops)(void *self);

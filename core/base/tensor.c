@@ -348,6 +348,24 @@ static int64_t to_i64(double v)
 
 void rt_tensor_fill(rt_tensor *t, double v)
 {
+    /* Contiguous: one pass over the storage (the per-index walk below cost
+     * 2 ms per step zeroing a [128, 32, 14, 14] tap buffer). */
+    if (rt_is_contiguous(t)) {
+        int64_t n = rt_numel(t);
+        if (v == 0 && !signbit(v)) { /* +0 is all zero bits in every dtype */
+            memset(t->data, 0, (size_t)n * rt_dtype_size(t->dtype));
+        } else if (t->dtype == RT_DTYPE_F32) {
+            float *d = t->data, f = (float)v;
+            for (int64_t k = 0; k < n; k++) d[k] = f;
+        } else if (t->dtype == RT_DTYPE_I64) {
+            int64_t *d = t->data, x = to_i64(v);
+            for (int64_t k = 0; k < n; k++) d[k] = x;
+        } else {
+            int32_t *d = t->data, x = to_i32(v);
+            for (int64_t k = 0; k < n; k++) d[k] = x;
+        }
+        return;
+    }
     if (t->dtype == RT_DTYPE_F32) {
         float *d = t->data, f = (float)v;
         FOR_EACH_INDEX(t, d[offset_of(t, idx_)] = f);

@@ -26,14 +26,21 @@ static const rt_option options[] = {
 };
 static const rtk_field fields[] = {FK_FIELDS(at)};
 
-/* q [P] = the normalised attention map of f [C, P]; returns |Q|. */
+/* q [P] = the normalised attention map of f [C, P]; returns |Q|.  Q is
+ * summed channel by channel over contiguous rows (8 lanes of positions). */
 static double amap(const float *f, int64_t C, int64_t P, double *q)
 {
+    for (int64_t j = 0; j < P; j++) q[j] = 0;
+    for (int64_t c = 0; c < C; c++) {
+        const float *row = f + c * P;
+        int64_t j = 0;
+        for (; j + FK_LANES <= P; j += FK_LANES)
+            for (int l = 0; l < FK_LANES; l++) q[j + l] += (double)row[j + l] * row[j + l];
+        for (; j < P; j++) q[j] += (double)row[j] * row[j];
+    }
     double nn = 0;
     for (int64_t j = 0; j < P; j++) {
-        double s = 0;
-        for (int64_t c = 0; c < C; c++) s += (double)f[c * P + j] * f[c * P + j];
-        q[j] = s / (double)C;
+        q[j] /= (double)C;
         nn += q[j] * q[j];
     }
     double n = fmax(sqrt(nn), 1e-12);

@@ -29,19 +29,17 @@ static const rtk_field fields[] = {FK_FIELDS(fcos), RTK_CHOICE(fcos, projection)
 
 #define EPS 1e-8
 
-static double term(const void *self, const float *r, const float *t, int64_t n, double *dr)
+static double term(const void *self, const float *r, const float *t, int64_t n, float *dr, double a)
 {
     (void)self;
-    double rr = 0, tt = 0, rt = 0;
-    for (int64_t k = 0; k < n; k++) {
-        rr += (double)r[k] * r[k];
-        tt += (double)t[k] * t[k];
-        rt += (double)r[k] * t[k];
-    }
+    double rr = fk_dot(r, r, n), tt = fk_dot(t, t, n), rt = fk_dot(r, t, n);
     double nr = sqrt(rr), nt = sqrt(tt), ar = fmax(nr, EPS), at = fmax(nt, EPS), c = rt / (ar * at);
-    if (dr)
-        for (int64_t k = 0; k < n; k++) /* d(1 - c)/dr; the clamp of |r| has no gradient below EPS */
-            dr[k] = -(t[k] / (ar * at) - (nr > EPS ? c * r[k] / (nr * nr) : 0));
+    if (dr) {
+        /* d(1 - c)/dr = c r / |r|^2 - t / (|r| |t|); the clamp of |r| has
+         * no gradient below EPS */
+        float kr = (float)(nr > EPS ? a * c / (nr * nr) : 0), kt = (float)(a / (ar * at));
+        fk_axpby(dr, kr, r, -kt, t, n);
+    }
     return 1 - c;
 }
 

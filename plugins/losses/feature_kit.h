@@ -141,27 +141,140 @@ static inline int fk_proj_params(fk_proj *p, rt_param *out, int max)
     return 2;
 }
 
-/* r [Ct, P] = W s [Cs, P] + b, one sample. */
-static inline void fk_proj_forward(const fk_proj *p, const float *s, int64_t Cs, int64_t P, float *r)
+/* Reductions in double over float data, in 8 independent lanes so that
+ * the compiler vectorises them (a single double accumulator is a chain of
+ * dependent adds, and the feature losses' cost was mostly that). */
+#define FK_LANES 8
+
+/* sum of x[k] * y[k]. */
+static inline double fk_dot(const float *restrict x, const float *restrict y, int64_t n)
 {
-    int64_t Ct = p->W->shape[0];
-    api->gemm(0, 0, Ct, P, Cs, 1.0f, rt_f32(p->W), Cs, s, P, 0.0f, r, P);
-    for (int64_t c = 0; c < Ct; c++)
-        for (int64_t q = 0; q < P; q++) r[c * P + q] += rt_f32(p->b)[c];
+    double acc[FK_LANES] = {0}, e = 0;
+    int64_t k = 0;
+    for (; k + FK_LANES <= n; k += FK_LANES)
+        for (int j = 0; j < FK_LANES; j++) acc[j] += (double)x[k + j] * y[k + j];
+    for (; k < n; k++) e += (double)x[k] * y[k];
+    for (int j = 0; j < FK_LANES; j++) e += acc[j];
+    return e;
 }
 
-/* From dr [Ct, P] (already scaled): gW += dr s^T, gb += row sums of dr,
- * ds [Cs, P] += W^T dr when ds is not NULL. */
-static inline void fk_proj_backward(fk_proj *p, const float *s, int64_t Cs, int64_t P, const float *dr, float *ds)
+/* sum of (x[k] - y[k])^2. */
+static inline double fk_sqdist(const float *restrict x, const float *restrict y, int64_t n)
+{
+    double acc[FK_LANES] = {0}, e = 0;
+    int64_t k = 0;
+    for (; k + FK_LANES <= n; k += FK_LANES)
+        for (int j = 0; j < FK_LANES; j++) {
+            double d = (double)x[k + j] - y[k + j];
+            acc[j] += d * d;
+        }
+    for (; k < n; k++) {
+        double d = (double)x[k] - y[k];
+        e += d * d;
+    }
+    for (int j = 0; j < FK_LANES; j++) e += acc[j];
+    return e;
+}
+
+/* sum of x[k]. */
+static inline double fk_sum(const float *restrict x, int64_t n)
+{
+    double acc[FK_LANES] = {0}, e = 0;
+    int64_t k = 0;
+    for (; k + FK_LANES <= n; k += FK_LANES)
+        for (int j = 0; j < FK_LANES; j++) acc[j] += x[k + j];
+    for (; k < n; k++) e += x[k];
+    for (int j = 0; j < FK_LANES; j++) e += acc[j];
+    return e;
+}
+
+/* Elementwise loops in the same 8-lane form: gcc -O2 vectorises a loop of
+ * unknown length only when written so. */
+
+/* d = a (x - y). */
+static inline void fk_scaled_diff(float *restrict d, float a, const float *restrict x, const float *restrict y,
+                                  int64_t n)
+{
+    int64_t k = 0;
+    for (; k + FK_LANES <= n; k += FK_LANES)
+        for (int j = 0; j < FK_LANES; j++) d[k + j] = a * (x[k + j] - y[k + j]);
+    for (; k < n; k++) d[k] = a * (x[k] - y[k]);
+}
+
+/* d = a x + b y. */
+static inline void fk_axpby(float *restrict d, float a, const float *restrict x, float b, const float *restrict y,
+                            int64_t n)
+{
+    int64_t k = 0;
+    for (; k + FK_LANES <= n; k += FK_LANES)
+        for (int j = 0; j < FK_LANES; j++) d[k + j] = a * x[k + j] + b * y[k + j];
+    for (; k < n; k++) d[k] = a * x[k] + b * y[k];
+}
+
+/* d += x. */
+static inline void fk_add(float *restrict d, const float *restrict x, int64_t n)
+{
+    int64_t k = 0;
+    for (; k + FK_LANES <= n; k += FK_LANES)
+        for (int j = 0; j < FK_LANES; j++) d[k + j] += x[k + j];
+    for (; k < n; k++) d[k] += x[k];
+}
+
+/* d += c. */
+static inline void fk_add_const(float *restrict d, float c, int64_t n)
+{
+    int64_t k = 0;
+    for (; k + FK_LANES <= n; k += FK_LANES)
+        for (int j = 0; j < FK_LANES; j++) d[k + j] += c;
+    for (; k < n; k++) d[k] += c;
+}
+
+/* r = W s + b for nb samples s [nb, Cs, P] into r [nb, Ct, P].  P = 1
+ * ([N, D] features): one GEMM over the samples, [nb, Cs] x [Cs, Ct];
+ * else one GEMM per sample, [Ct, Cs] x [Cs, P] (the 1x1 convolution on
+ * NCHW; as fast per FLOP as one GEMM over N*P columns, measured). */
+static inline void fk_proj_forward(const fk_proj *p, const float *s, int64_t nb, int64_t Cs, int64_t P, float *r)
 {
     int64_t Ct = p->W->shape[0];
-    api->gemm(0, 1, Ct, Cs, P, 1.0f, dr, P, s, P, 1.0f, rt_f32(p->gW), Cs);
-    for (int64_t c = 0; c < Ct; c++) {
-        double sum = 0;
-        for (int64_t q = 0; q < P; q++) sum += dr[c * P + q];
-        rt_f32(p->gb)[c] += (float)sum;
+    const float *W = rt_f32(p->W), *bias = rt_f32(p->b);
+    if (P == 1) {
+        api->gemm(0, 1, nb, Ct, Cs, 1.0f, s, Cs, W, Cs, 0.0f, r, Ct);
+        for (int64_t i = 0; i < nb; i++) fk_add(r + i * Ct, bias, Ct);
+        return;
     }
-    if (ds) api->gemm(1, 0, Cs, P, Ct, 1.0f, rt_f32(p->W), Cs, dr, P, 1.0f, ds, P);
+    for (int64_t i = 0; i < nb; i++) {
+        float *ri = r + i * Ct * P;
+        api->gemm(0, 0, Ct, P, Cs, 1.0f, W, Cs, s + i * Cs * P, P, 0.0f, ri, P);
+        for (int64_t c = 0; c < Ct; c++) fk_add_const(ri + c * P, bias[c], P);
+    }
+}
+
+/* From dr [nb, Ct, P] (already scaled; zero for skipped samples):
+ * gW += sum_i dr_i s_i^T, gb += the sums of dr over samples and positions,
+ * ds [nb, Cs, P] += W^T dr_i when ds is not NULL.  P = 1: one GEMM each
+ * over the samples. */
+static inline void fk_proj_backward(fk_proj *p, const float *s, int64_t nb, int64_t Cs, int64_t P, const float *dr,
+                                    float *ds)
+{
+    int64_t Ct = p->W->shape[0];
+    const float *W = rt_f32(p->W);
+    float *gW = rt_f32(p->gW), *gb = rt_f32(p->gb);
+    if (P == 1) {
+        api->gemm(1, 0, Ct, Cs, nb, 1.0f, dr, Ct, s, Cs, 1.0f, gW, Cs);
+        for (int64_t c = 0; c < Ct; c++) {
+            double sum = 0;
+            for (int64_t i = 0; i < nb; i++) sum += dr[i * Ct + c];
+            gb[c] += (float)sum;
+        }
+        if (ds) api->gemm(0, 0, nb, Cs, Ct, 1.0f, dr, Ct, W, Cs, 1.0f, ds, Cs);
+        return;
+    }
+    for (int64_t i = 0; i < nb; i++) {
+        const float *di = dr + i * Ct * P, *si = s + i * Cs * P;
+        api->gemm(0, 1, Ct, Cs, P, 1.0f, di, P, si, P, 1.0f, gW, Cs);
+        for (int64_t c = 0; c < Ct; c++) gb[c] += (float)fk_sum(di + c * P, P);
+        if (ds) api->gemm(1, 0, Cs, P, Ct, 1.0f, W, Cs, di, P, 1.0f, ds + i * Cs * P, P);
+    }
 }
 
 /* The bind of a loss with a projection from the student's channels to the
@@ -180,13 +293,16 @@ static inline int fk_params(void *self, rt_param *out, int max) { return fk_proj
 
 /* One sample's term of a loss comparing the projected student feature r
  * with the teacher's t, n values each: returns e(r, t) and, when dr is not
- * NULL, fills dr[k] = de/dr[k]. */
-typedef double (*fk_term_fn)(const void *self, const float *r, const float *t, int64_t n, double *dr);
+ * NULL, sets dr[k] = a * de/dr[k] (float, scaled: the gradient the run
+ * passes on). */
+typedef double (*fk_term_fn)(const void *self, const float *r, const float *t, int64_t n, float *dr, double a);
 
 /* value = sum over real samples of term(proj(s_n), t_n) / norm; backward
  * adds scale/norm times its gradient into the student feature's slot and
  * the projection's gradients.  Without a projection the channel counts
- * must agree. */
+ * must agree.  Samples go in blocks: the whole batch when features are
+ * [N, D] (the projection is then one GEMM), one sample at a time for
+ * [N, C, H, W] (r and dr of one sample stay in cache). */
 static inline rt_status fk_run_projected(fk_base *b, rt_ctx *ctx, const rt_loss_in *in, double *value, float scale,
                                          fk_term_fn term)
 {
@@ -203,28 +319,30 @@ static inline rt_status fk_run_projected(fk_base *b, rt_ctx *ctx, const rt_loss_
                                  "(use projection \"auto\" or \"always\")",
                           b->student, api->shape_str(in->features[0], x, sizeof x), b->teacher,
                           api->shape_str(in->features[1], y, sizeof y));
-    int64_t n = t.C * t.P;
-    float *r = p->W ? api->scratch(ctx, sizeof(float) * (size_t)n * 2) : NULL;
-    double *dr = value ? NULL : api->scratch(ctx, sizeof(double) * (size_t)n);
-    if ((p->W && !r) || (!value && !dr)) return RT_STATUS_ERR_NOMEM;
-    float *drf = r ? r + n : NULL;
+    int64_t n = t.C * t.P, ns = s.C * s.P, blk = p->W && s.P == 1 ? s.N : 1;
     float *gs = value ? NULL : rt_f32(in->feature_grads[0]);
+    /* r: the block's projections; dr: its scaled gradients */
+    float *r = p->W ? api->scratch(ctx, sizeof(float) * (size_t)(blk * n)) : NULL;
+    float *dr = value ? NULL : api->scratch(ctx, sizeof(float) * (size_t)(blk * n));
+    if ((p->W && !r) || (!value && !dr)) return RT_STATUS_ERR_NOMEM;
     double total = 0, a = in->norm ? (double)scale / in->norm : 0;
-    for (int64_t i = 0; i < s.N; i++) {
-        if (mask && !mask[i]) continue;
-        const float *si = s.x + i * s.C * s.P, *ti = t.x + i * n, *ri = si;
-        if (p->W) {
-            fk_proj_forward(p, si, s.C, s.P, r);
-            ri = r;
+    for (int64_t i0 = 0; i0 < s.N; i0 += blk) {
+        int64_t nb = s.N - i0 < blk ? s.N - i0 : blk, real = 0;
+        for (int64_t i = i0; i < i0 + nb; i++) real += !mask || mask[i];
+        if (!real) continue;
+        const float *sb = s.x + i0 * ns;
+        if (p->W) fk_proj_forward(p, sb, nb, s.C, s.P, r);
+        for (int64_t i = i0; i < i0 + nb; i++) {
+            float *dri = dr ? dr + (i - i0) * n : NULL;
+            if (mask && !mask[i]) {
+                if (dri) memset(dri, 0, sizeof(float) * (size_t)n);
+                continue;
+            }
+            const float *ri = p->W ? r + (i - i0) * n : s.x + i * ns;
+            total += term(b, ri, t.x + i * n, n, dri, a);
+            if (dri && !p->W && gs) fk_add(gs + i * n, dri, n);
         }
-        total += term(b, ri, ti, n, dr);
-        if (value) continue;
-        if (p->W) {
-            for (int64_t k = 0; k < n; k++) drf[k] = (float)(a * dr[k]);
-            fk_proj_backward(p, si, s.C, s.P, drf, gs ? gs + i * s.C * s.P : NULL);
-        } else if (gs) {
-            for (int64_t k = 0; k < n; k++) gs[i * n + k] += (float)(a * dr[k]);
-        }
+        if (dr && p->W) fk_proj_backward(p, sb, nb, s.C, s.P, dr, gs ? gs + i0 * ns : NULL);
     }
     if (value) *value = rtk_value(in, total);
     return RT_STATUS_OK;

@@ -29,16 +29,11 @@ static const rt_option options[] = {
 };
 static const rtk_field fields[] = {FK_FIELDS(fmse), RTK_CHOICE(fmse, projection), RTK_I64(fmse, seed)};
 
-static double term(const void *self, const float *r, const float *t, int64_t n, double *dr)
+static double term(const void *self, const float *r, const float *t, int64_t n, float *dr, double a)
 {
     (void)self;
-    double e = 0;
-    for (int64_t k = 0; k < n; k++) {
-        double d = (double)r[k] - t[k];
-        e += d * d;
-        if (dr) dr[k] = 2 * d / (double)n;
-    }
-    return e / (double)n;
+    if (dr) fk_scaled_diff(dr, (float)(2 * a / (double)n), r, t, n);
+    return fk_sqdist(r, t, n) / (double)n;
 }
 
 static rt_status bind(void *self, rt_ctx *ctx, const rt_loss_in *in)

@@ -34,16 +34,11 @@ static const rt_option options[] = {
 };
 static const rtk_field fields[] = {FK_FIELDS(hint), RTK_I64(hint, seed)};
 
-static double term(const void *self, const float *r, const float *t, int64_t n, double *dr)
+static double term(const void *self, const float *r, const float *t, int64_t n, float *dr, double a)
 {
     (void)self;
-    double e = 0;
-    for (int64_t k = 0; k < n; k++) {
-        double d = (double)r[k] - t[k];
-        e += 0.5 * d * d;
-        if (dr) dr[k] = d;
-    }
-    return e;
+    if (dr) fk_scaled_diff(dr, (float)a, r, t, n);
+    return 0.5 * fk_sqdist(r, t, n);
 }
 
 static rt_status bind(void *self, rt_ctx *ctx, const rt_loss_in *in)

@@ -38,7 +38,8 @@
  * Input spec: i32 [N, T], 1 <= T <= context, ids in [0, vocab).  Output
  * [N, T, V]: position t's logits predict token t+1.
  *
- * Features: "transformer.h.<l>" (block l's output [N, T, D]) and "logits".
+ * Features: "transformer.h.<l>" (block l's output [N, T, D]) and "logits";
+ * feature() hands out only recorded ones (the kit's rule).
  * Generation: the "rt.lm_step" extension (rt_lm_step_ext) runs one
  * position at a time over a key/value cache per block.
  */
@@ -232,24 +233,12 @@ static int parameters(void *self, rt_param *out, int max)
     return p.n;
 }
 
-static rt_tensor *feature(void *self, const char *name)
+static rtn_feature_table feature_table(void *self)
 {
     gpt *m = self;
-    rtn_feature *f = m->have_forward ? rtn_feature_find(m->feat, m->L + 1, name) : NULL;
-    return f ? *f->slot : NULL;
+    return (rtn_feature_table){m->feat, m->L + 1, m->have_forward};
 }
-
-static int features(void *self, const char **out, int max)
-{
-    gpt *m = self;
-    return rtn_features_list(m->feat, m->L + 1, out, max);
-}
-
-static rt_status record(void *self, rt_ctx *ctx, const char *name, int on)
-{
-    gpt *m = self;
-    return rtn_features_record(m->feat, m->L + 1, ctx, name, on);
-}
+RTN_FEATURES_VT(feature_table)
 
 /* Per token at full context. */
 static int64_t flops(void *self)
@@ -351,11 +340,11 @@ static const rt_student_vt vt = {
     .backward = backward,
     .parameters = parameters,
     .zero_grad = zero_grad,
-    .feature = feature,
+    .feature = rtn_vt_feature,
     .flops = flops,
     .input_spec = input_spec,
-    .features = features,
-    .record = record,
+    .features = rtn_vt_features,
+    .record = rtn_vt_record,
 };
 
 static const rt_plugin_desc desc = {

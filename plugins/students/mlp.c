@@ -22,8 +22,9 @@
  *
  * Features (for hint losses and taps): "layers.<l>" is hidden layer l's
  * output after activation and dropout; "logits" the output.  They are kept
- * for backward anyway, so recording costs nothing; a tap on "logits" adds
- * to the output gradient.
+ * for backward anyway, so recording costs nothing; feature() hands out only
+ * recorded ones (the kit's rule); a tap on "logits" adds to the output
+ * gradient.
  *
  * Built on the layer kit (rt_nn.h): this file is the composition.
  *
@@ -172,24 +173,12 @@ static int parameters(void *self, rt_param *out, int max)
     return p.n;
 }
 
-static rt_tensor *feature(void *self, const char *name)
+static rtn_feature_table feature_table(void *self)
 {
     mlp *m = self;
-    rtn_feature *f = m->have_forward ? rtn_feature_find(m->feat, m->nl, name) : NULL;
-    return f ? *f->slot : NULL;
+    return (rtn_feature_table){m->feat, m->nl, m->have_forward};
 }
-
-static int features(void *self, const char **out, int max)
-{
-    mlp *m = self;
-    return rtn_features_list(m->feat, m->nl, out, max);
-}
-
-static rt_status record(void *self, rt_ctx *ctx, const char *name, int on)
-{
-    mlp *m = self;
-    return rtn_features_record(m->feat, m->nl, ctx, name, on);
-}
+RTN_FEATURES_VT(feature_table)
 
 static int64_t flops(void *self)
 {
@@ -211,11 +200,11 @@ static const rt_student_vt vt = {
     .backward = backward,
     .parameters = parameters,
     .zero_grad = zero_grad,
-    .feature = feature,
+    .feature = rtn_vt_feature,
     .flops = flops,
     .input_spec = input_spec,
-    .features = features,
-    .record = record,
+    .features = rtn_vt_features,
+    .record = rtn_vt_record,
 };
 
 static const rt_plugin_desc desc = {

@@ -351,24 +351,12 @@ static int parameters(void *self, rt_param *out, int max)
     return p.n;
 }
 
-static rt_tensor *feature(void *self, const char *name)
+static rtn_feature_table feature_table(void *self)
 {
     resnet *m = self;
-    rtn_feature *f = m->have_forward ? rtn_feature_find(m->feat, m->nf, name) : NULL;
-    return f && f->on ? *f->slot : NULL;
+    return (rtn_feature_table){m->feat, m->nf, m->have_forward};
 }
-
-static int features(void *self, const char **out, int max)
-{
-    resnet *m = self;
-    return rtn_features_list(m->feat, m->nf, out, max);
-}
-
-static rt_status record(void *self, rt_ctx *ctx, const char *name, int on)
-{
-    resnet *m = self;
-    return rtn_features_record(m->feat, m->nf, ctx, name, on);
-}
+RTN_FEATURES_VT(feature_table)
 
 static int64_t flops(void *self)
 {
@@ -405,11 +393,11 @@ static const rt_student_vt vt = {
     .backward = backward,
     .parameters = parameters,
     .zero_grad = zero_grad,
-    .feature = feature,
+    .feature = rtn_vt_feature,
     .flops = flops,
     .input_spec = input_spec,
-    .features = features,
-    .record = record,
+    .features = rtn_vt_features,
+    .record = rtn_vt_record,
 };
 
 static const rt_plugin_desc desc = {

@@ -511,6 +511,86 @@ static void test_feature_loss_refusals(void)
     rt_instance_release(f);
 }
 
+/* A masked sample counts for nothing: the value, the feature gradient of
+ * the real samples and the projection's gradients equal those of the
+ * batch without it, and its own feature gradient is zero.  Over [N, D]
+ * features (the projection is one GEMM over the batch) and [N, C, H, W]
+ * ones (one per sample). */
+static void test_feature_loss_mask_matches_subset(void)
+{
+    static const struct {
+        const char *name, *opts;
+        int nd;
+    } cases[] = {{"hint", NULL, 2},
+                 {"hint", NULL, 4},
+                 {"feature_mse", NULL, 2},
+                 {"feature_cosine", "{\"projection\":\"always\"}", 2},
+                 {"feature_cosine", "{\"projection\":\"always\"}", 4}};
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        int nd = cases[c].nd;
+        int64_t ss[2][4] = {{3, 4, 2, 1}, {2, 4, 2, 1}}, ts[2][4] = {{3, 5, 2, 1}, {2, 5, 2, 1}};
+        if (nd == 2) ss[0][1] = ss[1][1] = 8, ts[0][1] = ts[1][1] = 10;
+        int64_t os[2][2] = {{3, 3}, {2, 3}}, ms = 3;
+        double v[2] = {0, 0};
+        rt_instance *l[2] = {NULL, NULL};
+        rt_tensor *fg[2] = {NULL, NULL}, *m = rt_tensor_new(ctx, RT_DTYPE_I32, 1, &ms);
+        rt_i32(m)[0] = 1, rt_i32(m)[1] = 0, rt_i32(m)[2] = 1;
+        int64_t row_s = 8, row_t = 10; /* values per sample */
+        for (int b = 0; b < 2; b++) { /* b 0: 3 samples, the middle masked; b 1: samples 0 and 2 */
+            l[b] = make(RT_KIND_LOSS, cases[c].name, cases[c].opts);
+            rt_tensor *sf = rt_tensor_new(ctx, RT_DTYPE_F32, nd, ss[b]), *tf = rt_tensor_new(ctx, RT_DTYPE_F32, nd, ts[b]);
+            rt_tensor *lg = rt_tensor_new(ctx, RT_DTYPE_F32, 2, os[b]), *g = rt_tensor_new(ctx, RT_DTYPE_F32, 2, os[b]);
+            fg[b] = rt_tensor_new(ctx, RT_DTYPE_F32, nd, ss[b]);
+            for (int64_t i = 0, j = 0; i < 3; i++) {
+                if (b && i == 1) continue;
+                for (int64_t k = 0; k < row_s; k++) rt_f32(sf)[j * row_s + k] = (float)sin(1.3 * (i * row_s + k) + 0.2);
+                for (int64_t k = 0; k < row_t; k++) rt_f32(tf)[j * row_t + k] = (float)cos(0.7 * (i * row_t + k));
+                j++;
+            }
+            const rt_tensor *feats[2] = {sf, tf};
+            rt_tensor *fgs[2] = {fg[b], NULL};
+            rt_loss_in in = {.student = lg, .features = feats, .nfeatures = 2, .feature_grads = fgs};
+            if (!b) { /* an unmasked run first leaves gradients of every sample in the host's scratch */
+                rt_instance *w = make(RT_KIND_LOSS, cases[c].name, cases[c].opts);
+                CHECK(w && rt_loss_forward(w, ctx, &in, &v[b]) == RT_STATUS_OK);
+                CHECK(w && rt_loss_backward(w, ctx, &in, 0.5f, g) == RT_STATUS_OK);
+                rt_instance_release(w);
+                memset(rt_f32(fg[b]), 0, sizeof(float) * (size_t)rt_numel(fg[b]));
+                in.mask = m;
+            }
+            CHECK(l[b] && rt_loss_forward(l[b], ctx, &in, &v[b]) == RT_STATUS_OK);
+            CHECK(l[b] && rt_loss_backward(l[b], ctx, &in, 0.5f, g) == RT_STATUS_OK);
+            rt_tensor *ts_[] = {sf, tf, lg, g};
+            for (size_t k = 0; k < 4; k++) rt_tensor_release(ts_[k]);
+        }
+        printf("  %s %dd: masked %.9g, subset %.9g\n", cases[c].name, nd, v[0], v[1]);
+        CHECK(v[1] > 0);
+        CHECK_REL(v[0], v[1]);
+        double worst = 0;
+        for (int64_t k = 0; k < row_s; k++) {
+            worst = fmax(worst, fabs(rt_f32(fg[0])[k] - rt_f32(fg[1])[k]));
+            worst = fmax(worst, fabs(rt_f32(fg[0])[2 * row_s + k] - rt_f32(fg[1])[row_s + k]));
+            CHECK(rt_f32(fg[0])[row_s + k] == 0.0f); /* the masked sample */
+        }
+        int n0 = 0, n1 = 0;
+        rt_param *p0 = l[0] ? rt_instance_params_all(l[0], ctx, &n0) : NULL;
+        rt_param *p1 = l[1] ? rt_instance_params_all(l[1], ctx, &n1) : NULL;
+        CHECK(p0 && p1 && n0 == 2 && n1 == 2);
+        for (int k = 0; p0 && p1 && k < n0 && k < n1; k++)
+            for (int64_t j = 0; j < rt_numel(p0[k].grad); j++)
+                worst = fmax(worst, fabs(rt_f32(p0[k].grad)[j] - rt_f32(p1[k].grad)[j]));
+        CHECK(worst <= 1e-6);
+        if (worst > 1e-6) fprintf(stderr, "  %s %dd: gradients differ by %g\n", cases[c].name, nd, worst);
+        free(p0);
+        free(p1);
+        for (int b = 0; b < 2; b++) {
+            rt_tensor_release(fg[b]);
+            rt_instance_release(l[b]);
+        }
+        rt_tensor_release(m);
+    }
+}
+
 int main(void)
 {
     ctx = rt_ctx_new();
@@ -526,6 +606,7 @@ int main(void)
     RUN(test_resnet_gradients);
     RUN(test_feature_loss_golden_values);
     RUN(test_feature_loss_refusals);
+    RUN(test_feature_loss_mask_matches_subset);
     rt_registry_free(reg);
     rt_ctx_free(ctx);
     return t_summary("test_cnn");

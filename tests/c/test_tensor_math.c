@@ -189,6 +189,43 @@ static void test_labels(void)
     rt_tensor_release(r);
 }
 
+/* fill: contiguous tensors of each dtype in one pass (+0, -0 and other
+ * values), a strided view only where it looks. */
+static void test_fill(void)
+{
+    int64_t s2[2] = {3, 4}, n = 12;
+    rt_tensor *a = mk(2, s2, 5.0f);
+    rt_tensor_fill(a, -0.0);
+    int neg = 1;
+    for (int64_t k = 0; k < n; k++) neg &= rt_f32(a)[k] == 0.0f && signbit(rt_f32(a)[k]);
+    CHECK(neg);
+    rt_tensor_fill(a, 2.5);
+    int all = 1;
+    for (int64_t k = 0; k < n; k++) all &= rt_f32(a)[k] == 2.5f;
+    CHECK(all);
+    rt_tensor *v = rt_tensor_narrow(ctx, a, 1, 1, 2); /* [3, 2]: columns 1 and 2 */
+    CHECK(v != NULL);
+    if (v) rt_tensor_fill(v, 0.0);
+    for (int64_t k = 0; k < n; k++) {
+        int in = k % 4 == 1 || k % 4 == 2;
+        CHECK(rt_f32(a)[k] == (in ? 0.0f : 2.5f) && !signbit(rt_f32(a)[k]));
+    }
+    rt_tensor *i = rt_tensor_new(ctx, RT_DTYPE_I32, 2, s2), *l = rt_tensor_new(ctx, RT_DTYPE_I64, 2, s2);
+    rt_tensor_fill(i, 7);
+    rt_tensor_fill(l, -3);
+    all = 1;
+    for (int64_t k = 0; k < n; k++) all &= rt_i32(i)[k] == 7 && rt_i64(l)[k] == -3;
+    CHECK(all);
+    rt_tensor_fill(l, 0);
+    all = 1;
+    for (int64_t k = 0; k < n; k++) all &= rt_i64(l)[k] == 0;
+    CHECK(all);
+    rt_tensor_release(v);
+    rt_tensor_release(a);
+    rt_tensor_release(i);
+    rt_tensor_release(l);
+}
+
 int main(void)
 {
     ctx = rt_ctx_new();
@@ -197,6 +234,7 @@ int main(void)
     RUN(test_softmax);
     RUN(test_reduce);
     RUN(test_labels);
+    RUN(test_fill);
     rt_ctx_free(ctx);
     return t_summary("test_tensor_math");
 }
