@@ -157,8 +157,8 @@ rt.fit{ student = s, data = toy(8, 3, { 0, 1, 2, 3, 4, 5, 6, 7 }), epochs = 1 } 
 ]], "rt.fit: the training data has labels up to 7 (8 classes), but student 'mlp' gives 2 classes",
     "sizes = {3, 4, 8}")
   fails("negative_label", [[
-rt.fit{ student = rt.student("mlp", { sizes = { 3, 2 } }), data = toy(8, 3, { 0, 1, -1, 1, 0, 1, 0, 1 }) } --<
-]], "rt.fit: the training data has a negative label (-1)")
+rt.fit{ student = rt.student("mlp", { sizes = { 3, 2 } }), data = toy(8, 3, { 0, 1, -2, 1, 0, 1, 0, 1 }) } --<
+]], "rt.fit: the training data has a negative label (-2)", "or -1 for an unlabelled sample")
   fails("features_vs_input", [[
 local s = rt.student("mlp", { sizes = { 4, 2 } })
 rt.fit{ student = s, data = toy(8, 3), epochs = 1 } --<
