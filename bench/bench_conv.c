@@ -31,6 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "parallel.h"
 #include "rt_conv.h"
 
 #define BATCH 128
@@ -87,37 +88,74 @@ typedef struct layer {
     rt_pool2d_geom pg;
 } layer;
 
-/* The GEMMs rt_conv2d_forward makes, on the same buffers: with a bias
- * (and not 1x1) col carries a row of ones and the weights a bias column,
- * both in ws: [K + 1, P] then [C_out, K + 1]; beta 0. */
-static void gemms_forward(const layer *L)
+/* The GEMMs the conv kernels make, on the same buffers and the same
+ * threads: the batch in rt_conv2d_parts(g) parts, each a task of the
+ * kernels' pool (parallel.h), the GEMMs of a part on its thread.  The
+ * workspace holds a block per part: the col block of the thread of that
+ * index ([K + 1, P], with the row of ones), then the accumulator of the
+ * part of that index ([C_out, K + 1]); the forward's [weight | bias] sits
+ * in the first accumulator. */
+typedef struct gemm_job {
+    const layer *L;
+    int64_t Co, K, P, parts, blk;
+} gemm_job;
+
+static gemm_job gemm_job_of(const layer *L)
 {
     const rt_conv2d_geom *g = &L->g;
-    int64_t G = g->groups, Ci = g->C_in / G, Co = g->C_out / G;
-    int64_t K = Ci * g->KH * g->KW + 1, P = g->H_out * g->W_out;
-    const float *wb = L->ws + K * P;
-    for (int64_t n = 0; n < g->N; n++)
+    gemm_job j = {L, g->C_out / g->groups, g->C_in / g->groups * g->KH * g->KW, g->H_out * g->W_out,
+                  rt_conv2d_parts(g), 0};
+    j.blk = (j.K + 1) * j.P + g->C_out * (j.K + 1);
+    return j;
+}
+
+/* Forward: with a bias (and not 1x1), col carries a row of ones and the
+ * weights a bias column: [C_out, K + 1] . [K + 1, P]; beta 0. */
+static void forward_part(void *arg, int64_t part, int thread)
+{
+    const gemm_job *j = arg;
+    const layer *L = j->L;
+    const rt_conv2d_geom *g = &L->g;
+    const int64_t G = g->groups, Co = j->Co, Kb = j->K + 1, P = j->P;
+    const float *col = L->ws + thread * j->blk, *wb = L->ws + Kb * P;
+    int64_t n0 = g->N * part / j->parts, n1 = g->N * (part + 1) / j->parts;
+    for (int64_t n = n0; n < n1; n++)
         for (int64_t gi = 0; gi < G; gi++)
-            rt_gemm(0, 0, Co, P, K, 1.0f, wb + gi * Co * K, K, L->ws, P, 0.0f,
+            rt_gemm(0, 0, Co, P, Kb, 1.0f, wb + gi * Co * Kb, Kb, col, P, 0.0f,
                     L->y + (n * g->C_out + gi * Co) * P, P);
 }
 
-/* The GEMMs rt_conv2d_backward makes: with dweight and dbias, dweight's
- * GEMM reads the ones row too and accumulates [C_out, K + 1] in ws. */
-static void gemms_backward(const layer *L)
+/* Backward with dweight and dbias: dweight's GEMM reads the ones row too
+ * and sums [C_out, K + 1] into the part's accumulator (beta 0 for the
+ * part's first sample); with dx, dcol = W^T dy into the col block. */
+static void backward_part(void *arg, int64_t part, int thread)
 {
+    const gemm_job *j = arg;
+    const layer *L = j->L;
     const rt_conv2d_geom *g = &L->g;
-    int64_t G = g->groups, Ci = g->C_in / G, Co = g->C_out / G;
-    int64_t K = Ci * g->KH * g->KW, P = g->H_out * g->W_out;
-    float *acc = L->ws + (K + 1) * P;
-    for (int64_t n = 0; n < g->N; n++)
+    const int64_t G = g->groups, Co = j->Co, K = j->K, P = j->P;
+    float *col = L->ws + thread * j->blk, *acc = L->ws + part * j->blk + (K + 1) * P;
+    int64_t n0 = g->N * part / j->parts, n1 = g->N * (part + 1) / j->parts;
+    for (int64_t n = n0; n < n1; n++)
         for (int64_t gi = 0; gi < G; gi++) {
             const float *dyg = L->dy + (n * g->C_out + gi * Co) * P;
-            rt_gemm(0, 1, Co, K + 1, P, 1.0f, dyg, P, L->ws, P, 1.0f, acc + gi * Co * (K + 1),
-                    K + 1);
+            rt_gemm(0, 1, Co, K + 1, P, 1.0f, dyg, P, col, P, n == n0 ? 0.0f : 1.0f,
+                    acc + gi * Co * (K + 1), K + 1);
             if (L->need_dx)
-                rt_gemm(1, 0, K, P, Co, 1.0f, L->w + gi * Co * K, K, dyg, P, 0.0f, L->ws, P);
+                rt_gemm(1, 0, K, P, Co, 1.0f, L->w + gi * Co * K, K, dyg, P, 0.0f, col, P);
         }
+}
+
+static void gemms_forward(const layer *L)
+{
+    gemm_job j = gemm_job_of(L);
+    rt_par_run(j.parts, INT64_MAX, forward_part, &j);
+}
+
+static void gemms_backward(const layer *L)
+{
+    gemm_job j = gemm_job_of(L);
+    rt_par_run(j.parts, INT64_MAX, backward_part, &j);
 }
 
 static void layer_init(layer *L, const char *name, int64_t Ci, int64_t HW, int64_t Co,

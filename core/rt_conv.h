@@ -44,11 +44,21 @@ extern "C" {
 rt_status rt_conv2d_geom_check(rt_ctx *ctx, rt_conv2d_geom *g);
 
 /* Floats of workspace the fast forward and backward need (the same for
- * both): with K = (C_in/groups) KH KW and P = H_out W_out, one sample's
- * im2col block and a row of ones, (K + 1) P, and the weights with a bias
- * column, C_out (K + 1); 0 for a 1x1 kernel of stride 1 without padding
- * (the input is its own col).  About 2 MB for 3x3, 64 channels, 56x56. */
+ * both, for this N): with K = (C_in/groups) KH KW and P = H_out W_out,
+ * rt_conv2d_parts(g) blocks of one sample's im2col block and a row of
+ * ones, (K + 1) P (none for a 1x1 kernel of stride 1 without padding: the
+ * input is its own col), and an accumulator C_out (K + 1).  About 2 MB a
+ * block for 3x3, 64 channels, 56x56; at most 2^23 floats unless one block
+ * is larger. */
 size_t rt_conv2d_workspace(const rt_conv2d_geom *g);
+
+/* The parts the batch is cut into: min(N, 8), fewer when the workspace
+ * would pass 2^23 floats; 1 for N <= 1.  Each part is a task of the
+ * kernels' worker pool (core/kernels/parallel.h: up to rt_get_threads()
+ * threads, each part's GEMMs on one thread).  The backward sums dweight
+ * and dbias per part and adds the parts in order, so its result depends
+ * on the shapes only, not on the thread count. */
+int64_t rt_conv2d_parts(const rt_conv2d_geom *g);
 
 /* y = conv(x, weight) + bias.  bias may be NULL.  im2col + rt_gemm, one
  * GEMM per sample and group.  ws: rt_conv2d_workspace(g) floats. */

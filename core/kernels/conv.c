@@ -18,12 +18,17 @@
  * Why per sample and not several samples per GEMM: with several, y would
  * come out as [Co, n P] and need a transpose pass back to NCHW, which costs
  * what it saves; per-sample GEMMs are already large enough for OpenBLAS
- * (the 28x28 CNN's second layer: 64 x 196 x 288).
+ * (the 28x28 CNN's second layer: 64 x 196 x 288).  Threads split the batch
+ * instead (parts, below): each runs its samples' im2col, GEMMs and col2im
+ * on one core, so the passes between the GEMMs use every core too.  Two
+ * threads of one-thread GEMMs on half the batch each also beat OpenBLAS's
+ * two threads on every GEMM at these sizes.
  */
 #include "rt_conv.h"
 
 #include <string.h>
 
+#include "parallel.h"
 #include "vec.h"
 
 /* ------------------------------------------------------------- geometry */
@@ -104,14 +109,6 @@ static int is_pointwise(const rt_conv2d_geom *g)
 {
     return g->KH == 1 && g->KW == 1 && g->stride_h == 1 && g->stride_w == 1 &&
            g->pad_h == 0 && g->pad_w == 0;
-}
-
-size_t rt_conv2d_workspace(const rt_conv2d_geom *g)
-{
-    if (is_pointwise(g)) return 0;
-    size_t K = (size_t)(g->C_in / g->groups * g->KH * g->KW);
-    /* col with its row of ones [K + 1, P], then [weight | bias] [C_out, K + 1] */
-    return (K + 1) * (size_t)(g->H_out * g->W_out) + (size_t)g->C_out * (K + 1);
 }
 
 /* ------------------------------------------------------- im2col, col2im */
@@ -220,6 +217,14 @@ static void im2col(const rt_conv2d_geom *g, const float *x, int64_t C, float *co
     }
 }
 
+/* d += s.  The pointers are restrict parameters because gcc -O2 vectorises
+ * only what cannot alias, and ignores restrict on local variables: the
+ * same VLOOP over restrict locals stayed scalar (a third of col2im's time). */
+static void add_into(float *restrict d, const float *restrict s, int64_t n)
+{
+    VLOOP(j, n, d[j] += s[j];);
+}
+
 /* col2im for a shift geometry: the wrapped entries of col are zeroed (col
  * is the caller's scratch), then each tap is one long add. */
 static void col2im_shift(const rt_conv2d_geom *g, float *col, int64_t C, float *dx)
@@ -241,9 +246,7 @@ static void col2im_shift(const rt_conv2d_geom *g, float *col, int64_t C, float *
                         if (oh < r1 - 1)
                             for (int64_t ow = hi; ow < Wo; ow++) r[ow] = 0;
                     }
-                const float *restrict src = row + first;
-                float *restrict dst = dx + c * H * W + first + delta;
-                VLOOP(j, last - first, dst[j] += src[j];);
+                add_into(dx + c * H * W + first + delta, row + first, last - first);
             }
 }
 
@@ -267,13 +270,10 @@ static void col2im_add(const rt_conv2d_geom *g, float *col, int64_t C, float *dx
                 for (int64_t oh = 0; oh < Ho; oh++) {
                     int64_t ih = oh * sh - g->pad_h + kh * g->dil_h;
                     if (ih < 0 || ih >= H) continue;
-                    const float *restrict r = row + oh * Wo;
-                    float *restrict d = dc + ih * W + off;
-                    if (sw == 1) {
-                        const float *restrict rr = r + lo;
-                        float *restrict dd = d + lo;
-                        VLOOP(j, hi - lo, dd[j] += rr[j];);
-                    } else
+                    const float *r = row + oh * Wo;
+                    float *d = dc + ih * W + off;
+                    if (sw == 1) add_into(d + lo, r + lo, hi - lo);
+                    else
                         for (int64_t ow = lo; ow < hi; ow++) d[ow * sw] += r[ow];
                 }
             }
@@ -282,120 +282,217 @@ static void col2im_add(const rt_conv2d_geom *g, float *col, int64_t C, float *dx
 
 /* --------------------------------------------------------------- fast */
 
+/* The batch is cut into parts of consecutive samples (rt_par_range), run
+ * as the tasks of one job (parallel.h) on up to rt_get_threads() threads,
+ * each task's GEMMs on its own thread.  Part count, from the shapes only:
+ * min(N, CONV_PARTS), fewer when the workspace would pass CONV_WS_CAP
+ * floats.  The backward's weight and bias gradients are summed per part
+ * and the parts added in order at the end, so the result does not depend
+ * on the thread count.  Workspace: one block per part, each a col block
+ * (used by the thread of that index; none for a pointwise kernel) and an
+ * accumulator [C_out, K + 1] (used by the part of that index). */
+#define CONV_PARTS 8
+#define CONV_WS_CAP (INT64_C(1) << 23)
+
+static int64_t col_floats(const rt_conv2d_geom *g, int64_t K)
+{
+    return is_pointwise(g) ? 0 : (K + 1) * g->H_out * g->W_out;
+}
+
+static int64_t block_floats(const rt_conv2d_geom *g)
+{
+    int64_t K = g->C_in / g->groups * g->KH * g->KW;
+    return col_floats(g, K) + g->C_out * (K + 1);
+}
+
+int64_t rt_conv2d_parts(const rt_conv2d_geom *g)
+{
+    int64_t p = g->N < CONV_PARTS ? g->N : CONV_PARTS, blk = block_floats(g);
+    while (p > 1 && blk > CONV_WS_CAP / p) p--;
+    return p < 1 ? 1 : p;
+}
+
+size_t rt_conv2d_workspace(const rt_conv2d_geom *g)
+{
+    return (size_t)rt_conv2d_parts(g) * (size_t)block_floats(g);
+}
+
+/* What a task needs: the call's arguments and the derived sizes. */
+typedef struct conv_job {
+    const rt_conv2d_geom *g;
+    const float *x, *weight, *bias, *dy;
+    float *y, *dx, *dweight, *dbias, *ws;
+    const float *wk; /* forward: the weights the GEMM reads ([weight | bias] when folded) */
+    int64_t G, Ci, Co, K, Kb, P, HW, parts, blk, colsz;
+    int pw, fold;
+} conv_job;
+
+static conv_job job_of(const rt_conv2d_geom *g, float *ws)
+{
+    conv_job j = {.g = g, .ws = ws};
+    j.G = g->groups, j.Ci = g->C_in / j.G, j.Co = g->C_out / j.G;
+    j.K = j.Ci * g->KH * g->KW, j.P = g->H_out * g->W_out, j.HW = g->H * g->W;
+    j.pw = is_pointwise(g);
+    j.parts = rt_conv2d_parts(g);
+    j.blk = block_floats(g);
+    j.colsz = col_floats(g, j.K);
+    return j;
+}
+
+/* A thread's col block, and a part's accumulator. */
+static float *col_of(const conv_job *j, int thread) { return j->ws + thread * j->blk; }
+static float *acc_of(const conv_job *j, int64_t part) { return j->ws + part * j->blk + j->colsz; }
+
+/* Floats a job touches, for rt_par_run's threshold. */
+static int64_t job_work(const conv_job *j)
+{
+    int64_t per = j->colsz + j->g->C_out * j->P, w;
+    return __builtin_mul_overflow(j->g->N, per, &w) ? INT64_MAX : w;
+}
+
+static void forward_task(void *arg, int64_t part, int thread)
+{
+    const conv_job *j = arg;
+    const rt_conv2d_geom *g = j->g;
+    const int64_t Co = j->Co, Ci = j->Ci, K = j->K, P = j->P;
+    float *cb = col_of(j, thread);
+    if (j->fold) {
+        float *ones = cb + K * P;
+        VLOOP(q, P, ones[q] = 1.0f;);
+    }
+    int64_t n0, n1;
+    rt_par_range(g->N, j->parts, part, &n0, &n1);
+    for (int64_t n = n0; n < n1; n++)
+        for (int64_t gi = 0; gi < j->G; gi++) {
+            const float *xg = j->x + (n * g->C_in + gi * Ci) * j->HW;
+            float *yg = j->y + (n * g->C_out + gi * Co) * P;
+            const float *col = xg;
+            if (!j->pw) {
+                im2col(g, xg, Ci, cb);
+                col = cb;
+            }
+            if (j->fold) {
+                rt_gemm(0, 0, Co, P, j->Kb, 1.0f, j->wk + gi * Co * j->Kb, j->Kb, col, P, 0.0f, yg, P);
+                continue;
+            }
+            float beta = 0.0f;
+            if (j->bias) {
+                for (int64_t c = 0; c < Co; c++) {
+                    float *restrict yc = yg + c * P;
+                    float b = j->bias[gi * Co + c];
+                    VLOOP(q, P, yc[q] = b;);
+                }
+                beta = 1.0f;
+            }
+            rt_gemm(0, 0, Co, P, K, 1.0f, j->weight + gi * Co * K, K, col, P, beta, yg, P);
+        }
+}
+
 void rt_conv2d_forward(const rt_conv2d_geom *g, const float *x, const float *weight,
                        const float *bias, float *y, float *ws)
 {
-    const int64_t G = g->groups, Ci = g->C_in / G, Co = g->C_out / G;
-    const int64_t K = Ci * g->KH * g->KW, P = g->H_out * g->W_out, HW = g->H * g->W;
-    const int pw = is_pointwise(g);
+    if (g->N < 1) return;
+    conv_job j = job_of(g, ws);
+    j.x = x, j.weight = weight, j.bias = bias, j.y = y;
     /* The bias rides in the GEMM: col gets a row of ones (row K, which
      * im2col never writes) and the weights a bias column, copied once per
-     * call into ws after col.  A separate fill of y would cost a write and
-     * a read of the whole output, as much as the GEMM itself when K is
-     * small (a first layer's K is 9). */
-    const int fold = bias && !pw;
-    const float *wk = weight;
-    int64_t Kb = K;
-    if (fold) {
-        float *ones = ws + K * P, *wb = ws + (K + 1) * P;
-        VLOOP(j, P, ones[j] = 1.0f;);
+     * call into the first part's accumulator.  A separate fill of y would
+     * cost a write and a read of the whole output, as much as the GEMM
+     * itself when K is small (a first layer's K is 9). */
+    j.fold = bias && !j.pw;
+    j.wk = weight;
+    j.Kb = j.K;
+    if (j.fold) {
+        const int64_t K = j.K;
+        float *wb = acc_of(&j, 0);
         for (int64_t co = 0; co < g->C_out; co++) {
             memcpy(wb + co * (K + 1), weight + co * K, (size_t)K * sizeof *wb);
             wb[co * (K + 1) + K] = bias[co];
         }
-        wk = wb;
-        Kb = K + 1;
+        j.wk = wb;
+        j.Kb = K + 1;
     }
-    for (int64_t n = 0; n < g->N; n++)
-        for (int64_t gi = 0; gi < G; gi++) {
-            const float *xg = x + (n * g->C_in + gi * Ci) * HW;
-            float *yg = y + (n * g->C_out + gi * Co) * P;
-            const float *col = xg;
-            if (!pw) {
-                im2col(g, xg, Ci, ws);
-                col = ws;
+    rt_par_run(j.parts, job_work(&j), forward_task, &j);
+}
+
+/* The weight (and bias) gradient of a part goes to its accumulator, the
+ * first sample's GEMM overwriting (beta 0).  Folded (dweight and dbias,
+ * and a col): [C_out, K + 1], dbias riding in the GEMM as in the forward:
+ * dy [Co, P] . [col; ones]^T [P, K + 1].  Otherwise dweight [C_out, K]
+ * and then dbias [C_out], summed sample by sample while dy[n] is in cache. */
+static void backward_task(void *arg, int64_t part, int thread)
+{
+    const conv_job *j = arg;
+    const rt_conv2d_geom *g = j->g;
+    const int64_t Co = j->Co, Ci = j->Ci, K = j->K, P = j->P;
+    float *cb = col_of(j, thread), *acc = acc_of(j, part);
+    float *accb = acc + g->C_out * K; /* dbias when not folded */
+    const int64_t Kb = j->fold ? K + 1 : K;
+    if (j->fold) {
+        float *ones = cb + K * P;
+        VLOOP(q, P, ones[q] = 1.0f;);
+    }
+    int64_t n0, n1;
+    rt_par_range(g->N, j->parts, part, &n0, &n1);
+    for (int64_t n = n0; n < n1; n++) {
+        const float beta = n == n0 ? 0.0f : 1.0f;
+        if (j->dbias && !j->fold)
+            for (int64_t c = 0; c < g->C_out; c++) {
+                const float *restrict d = j->dy + (n * g->C_out + c) * P;
+                float a[VW] = {0}, s = 0;
+                int64_t q = 0;
+                for (; q + VW <= P; q += VW)
+                    for (int v = 0; v < VW; v++) a[v] += d[q + v];
+                for (; q < P; q++) s += d[q];
+                for (int v = 0; v < VW; v++) s += a[v];
+                accb[c] = n == n0 ? s : accb[c] + s;
             }
-            if (fold) {
-                rt_gemm(0, 0, Co, P, Kb, 1.0f, wk + gi * Co * Kb, Kb, col, P, 0.0f, yg, P);
-                continue;
-            }
-            float beta = 0.0f;
-            if (bias) {
-                for (int64_t c = 0; c < Co; c++) {
-                    float *restrict yc = yg + c * P;
-                    float b = bias[gi * Co + c];
-                    VLOOP(j, P, yc[j] = b;);
+        if (!j->dx && !j->dweight) continue;
+        for (int64_t gi = 0; gi < j->G; gi++) {
+            const float *dyg = j->dy + (n * g->C_out + gi * Co) * P;
+            size_t xoff = (size_t)((n * g->C_in + gi * Ci) * j->HW);
+            if (j->dweight) {
+                const float *col = j->x + xoff;
+                if (!j->pw) {
+                    im2col(g, j->x + xoff, Ci, cb);
+                    col = cb;
                 }
-                beta = 1.0f;
+                rt_gemm(0, 1, Co, Kb, P, 1.0f, dyg, P, col, P, beta, acc + gi * Co * Kb, Kb);
             }
-            rt_gemm(0, 0, Co, P, K, 1.0f, weight + gi * Co * K, K, col, P, beta, yg, P);
+            if (j->dx) {
+                const float *wg = j->weight + gi * Co * K;
+                if (j->pw) {
+                    rt_gemm(1, 0, K, P, Co, 1.0f, wg, K, dyg, P, 1.0f, j->dx + xoff, P);
+                } else {
+                    rt_gemm(1, 0, K, P, Co, 1.0f, wg, K, dyg, P, 0.0f, cb, P);
+                    col2im_add(g, cb, Ci, j->dx + xoff); /* rows < K: the ones survive */
+                }
+            }
         }
+    }
 }
 
 void rt_conv2d_backward(const rt_conv2d_geom *g, const float *x, const float *weight,
                         const float *dy, float *dx, float *dweight, float *dbias, float *ws)
 {
-    const int64_t G = g->groups, Ci = g->C_in / G, Co = g->C_out / G;
-    const int64_t K = Ci * g->KH * g->KW, P = g->H_out * g->W_out, HW = g->H * g->W;
-    const int pw = is_pointwise(g);
-    /* With both dweight and dbias (and a col), dbias rides in the dweight
-     * GEMM as in the forward: dy [Co, P] . [col; ones]^T [P, K + 1] into
-     * an accumulator [C_out, K + 1] in ws (after col), added to dweight
-     * and dbias at the end.  Otherwise dbias is summed sample by sample,
-     * while dy[n] is in cache for the GEMMs. */
-    const int fold = dbias && dweight && !pw;
-    float *acc = ws + (K + 1) * P;
-    if (fold) {
-        float *ones = ws + K * P;
-        VLOOP(j, P, ones[j] = 1.0f;);
-        memset(acc, 0, (size_t)(g->C_out * (K + 1)) * sizeof *acc);
-    }
-    for (int64_t n = 0; n < g->N; n++) {
-        if (dbias && !fold)
-            for (int64_t c = 0; c < g->C_out; c++) {
-                const float *restrict d = dy + (n * g->C_out + c) * P;
-                float acc[VW] = {0}, s = 0;
-                int64_t j = 0;
-                for (; j + VW <= P; j += VW)
-                    for (int q = 0; q < VW; q++) acc[q] += d[j + q];
-                for (; j < P; j++) s += d[j];
-                for (int q = 0; q < VW; q++) s += acc[q];
-                dbias[c] += s;
-            }
-        if (!dx && !dweight) continue;
-        for (int64_t gi = 0; gi < G; gi++) {
-            const float *dyg = dy + (n * g->C_out + gi * Co) * P;
-            const float *wg = weight + gi * Co * K;
-            size_t xoff = (size_t)((n * g->C_in + gi * Ci) * HW);
-            if (dweight) {
-                const float *col = x + xoff;
-                if (!pw) {
-                    im2col(g, x + xoff, Ci, ws);
-                    col = ws;
-                }
-                if (fold)
-                    rt_gemm(0, 1, Co, K + 1, P, 1.0f, dyg, P, col, P, 1.0f, acc + gi * Co * (K + 1),
-                            K + 1);
-                else
-                    rt_gemm(0, 1, Co, K, P, 1.0f, dyg, P, col, P, 1.0f, dweight + gi * Co * K, K);
-            }
-            if (dx) {
-                if (pw) {
-                    rt_gemm(1, 0, K, P, Co, 1.0f, wg, K, dyg, P, 1.0f, dx + xoff, P);
-                } else {
-                    rt_gemm(1, 0, K, P, Co, 1.0f, wg, K, dyg, P, 0.0f, ws, P);
-                    col2im_add(g, ws, Ci, dx + xoff); /* rows < K: the ones survive */
-                }
-            }
+    if (g->N < 1 || (!dx && !dweight && !dbias)) return;
+    conv_job j = job_of(g, ws);
+    j.x = x, j.weight = weight, j.dy = dy, j.dx = dx, j.dweight = dweight, j.dbias = dbias;
+    j.fold = dbias && dweight && !j.pw;
+    rt_par_run(j.parts, job_work(&j), backward_task, &j);
+    /* The parts' sums, in part order, into the first, then added on. */
+    const int64_t K = j.K, Kb = j.fold ? K + 1 : K, C = g->C_out;
+    float *a0 = acc_of(&j, 0);
+    const int64_t used = C * Kb + (dbias && !j.fold ? C : 0);
+    const int64_t from = dweight ? 0 : C * K; /* only dbias: its sums sit after C K */
+    for (int64_t p = 1; p < j.parts; p++) add_into(a0 + from, acc_of(&j, p) + from, used - from);
+    if (dweight)
+        for (int64_t co = 0; co < C; co++) {
+            add_into(dweight + co * K, a0 + co * Kb, K);
+            if (j.fold) dbias[co] += a0[co * Kb + K];
         }
-    }
-    if (fold)
-        for (int64_t co = 0; co < g->C_out; co++) {
-            const float *restrict a = acc + co * (K + 1);
-            float *restrict d = dweight + co * K;
-            VLOOP(k, K, d[k] += a[k];);
-            dbias[co] += a[K];
-        }
+    if (dbias && !j.fold)
+        for (int64_t co = 0; co < C; co++) dbias[co] += a0[C * K + co];
 }
 
 /* ---------------------------------------------------------- reference */
