@@ -16,6 +16,10 @@
  *   - Geometry is validated once by a *_geom_check function (rt_status and a
  *     message in ctx naming the layer's numbers and the fix); the kernels
  *     then trust it (a geometry that was not checked is the caller's bug).
+ *   - The fast conv, pooling and batch-norm kernels spread their work over
+ *     the kernels' worker pool (core/kernels/parallel.h), on as many
+ *     threads as rt_set_threads gave the BLAS; each GEMM inside then runs
+ *     on one.  Their results are the same bits with any thread count.
  *   - Output sizes follow PyTorch (floor mode):
  *       out = floor((in + 2 pad - dilation (k - 1) - 1) / stride) + 1
  * Nothing here includes the plugin ABI beyond retort.h's types.

@@ -487,9 +487,12 @@ typedef struct rt_api {
     void (*tensor_retain)(rt_tensor *t);
     void (*tensor_release)(rt_tensor *t); /* NULL is a no-op */
     /* Makes *slot a contiguous tensor of exactly this dtype and shape,
-     * reusing it when it already is one (contents then kept), else
-     * releasing it and allocating a zeroed one.  The way plugins keep a
-     * step allocation-free. */
+     * reusing it when it already is one (contents then kept), else a
+     * zeroed one: *slot itself reshaped in its own storage when nothing
+     * else references it or its storage and the storage holds the bytes
+     * (up to 16 times them), else a new one (the old released).  The way
+     * plugins keep a step allocation-free, also when the batch size
+     * alternates (training, the last batch, evaluation). */
     rt_status (*tensor_ensure)(rt_ctx *ctx, rt_tensor **slot, rt_dtype dtype,
                                int ndim, const int64_t *shape);
     /* "[128, 10]" into buf; returns buf. */
