@@ -197,6 +197,20 @@ void rt_residual_add(const float *a, const float *b, float *y, int64_t n);
 /* da += dy, db += dy; either may be NULL. */
 void rt_residual_add_backward(const float *dy, int64_t n, float *da, float *db);
 
+/* ==================================================== elementwise passes */
+
+/* The layer kit's passes between the kernels above, on the same threads
+ * (core/kernels/pointwise.c).  Each is one obvious loop, which the tests
+ * write out as the reference. */
+
+/* x[0..n) = v. */
+void rt_fill(float *x, int64_t n, float v);
+/* y = x > 0 ? x : 0 (NaN -> 0, -0 -> +0); y may not overlap x. */
+void rt_relu_forward(const float *x, float *y, int64_t n);
+/* d = y > 0 ? d : 0, in place: the input gradient of a relu with output y
+ * (or input: the same sign); d may not overlap y. */
+void rt_relu_backward(float *d, const float *y, int64_t n);
+
 #ifdef __cplusplus
 }
 #endif

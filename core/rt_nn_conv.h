@@ -22,6 +22,10 @@
 
 #include "rt_nn.h"
 
+/* Zeroes an input gradient before a kernel accumulates into it: an
+ * activation's size, on the kernels' threads (rt_api.fill, ABI 2.2). */
+static inline void rtn_zero_dx(rt_tensor *t) { api->fill(rt_f32(t), rt_numel(t), 0.0f); }
+
 /* ---------------------------------------------------------------- conv2d */
 
 typedef struct rtn_conv2d {
@@ -94,7 +98,7 @@ static inline rt_status rtn_conv2d_backward(rtn_conv2d *L, rt_ctx *ctx, const fl
     if (want_dx) {
         int64_t s[4] = {L->g.N, L->g.C_in, L->g.H, L->g.W};
         if (api->tensor_ensure(ctx, &L->dx, RT_DTYPE_F32, 4, s)) return RT_STATUS_ERR_NOMEM;
-        rtn_zero(L->dx); /* the kernel accumulates */
+        rtn_zero_dx(L->dx); /* the kernel accumulates */
         dx = rt_f32(L->dx);
     }
     float *ws = rtn_conv2d_ws(L, ctx);
@@ -193,7 +197,7 @@ static inline rt_status rtn_bn_backward(rtn_bn *B, rt_ctx *ctx, const float *dy,
     if (want_dx) {
         int64_t s[4] = {B->N, B->C, B->H, B->W};
         if (api->tensor_ensure(ctx, &B->dx, RT_DTYPE_F32, B->H ? 4 : 2, s)) return RT_STATUS_ERR_NOMEM;
-        rtn_zero(B->dx);
+        rtn_zero_dx(B->dx);
         dx = rt_f32(B->dx);
     }
     if (B->train)
@@ -274,7 +278,7 @@ static inline rt_status rtn_pool2d_backward(rtn_pool2d *P, rt_ctx *ctx, const fl
 {
     int64_t s[4] = {P->g.N, P->g.C, P->g.H, P->g.W};
     if (api->tensor_ensure(ctx, &P->dx, RT_DTYPE_F32, 4, s)) return RT_STATUS_ERR_NOMEM;
-    rtn_zero(P->dx);
+    rtn_zero_dx(P->dx);
     if (P->kind == RTN_POOL_MAX) api->maxpool2d_backward(&P->g, dy, rt_i32(P->argmax), rt_f32(P->dx));
     else if (P->kind == RTN_POOL_AVG) api->avgpool2d_backward(&P->g, 1, dy, rt_f32(P->dx));
     else api->global_avgpool_backward(dy, P->g.N, P->g.C, P->g.H * P->g.W, rt_f32(P->dx));
@@ -283,38 +287,16 @@ static inline rt_status rtn_pool2d_backward(rtn_pool2d *P, rt_ctx *ctx, const fl
 
 /* ------------------------------------------------------------------ relu */
 
-/* Both relu loops are written for gcc -O2's vectoriser (several times the
- * scalar loop): the count read once (with rt_numel(*y) in the condition
- * every store could change *y's shape as far as gcc knows), the pointers
- * restrict parameters of a function of their own (gcc keeps that through
- * inlining; a restrict local it does not), a select rather than a
- * conditional store, and blocks of 16 with a fixed-trip inner loop, then
- * the tail (-O2's cost model takes no loop of unknown trip count). */
-#define RTN_VB 16
-
-static inline void rtn_relu_loop(float *restrict o, const float *restrict x, int64_t n)
-{
-    int64_t k = 0;
-    for (; k + RTN_VB <= n; k += RTN_VB)
-        for (int q = 0; q < RTN_VB; q++) o[k + q] = x[k + q] > 0 ? x[k + q] : 0.0f;
-    for (; k < n; k++) o[k] = x[k] > 0 ? x[k] : 0.0f;
-}
-
-/* *y = max(x, 0) (a tensor of x's shape, [N, ...]); y may not alias x. */
+/* *y = max(x, 0) (a tensor of x's shape, [N, ...]); y may not alias x.
+ * On the kernels' threads (rt_api.relu_forward, ABI 2.2). */
 static inline rt_status rtn_relu_forward(rt_tensor **y, rt_ctx *ctx, const float *x, int ndim, const int64_t *shape)
 {
     if (api->tensor_ensure(ctx, y, RT_DTYPE_F32, ndim, shape)) return RT_STATUS_ERR_NOMEM;
-    rtn_relu_loop(rt_f32(*y), x, rt_numel(*y));
+    api->relu_forward(x, rt_f32(*y), rt_numel(*y));
     return RT_STATUS_OK;
 }
 
 /* d *= (y > 0), in place: the input gradient of a relu with output y. */
-static inline void rtn_relu_backward(float *restrict d, const float *restrict y, int64_t n)
-{
-    int64_t k = 0;
-    for (; k + RTN_VB <= n; k += RTN_VB)
-        for (int q = 0; q < RTN_VB; q++) d[k + q] = y[k + q] > 0 ? d[k + q] : 0.0f;
-    for (; k < n; k++) d[k] = y[k] > 0 ? d[k] : 0.0f;
-}
+static inline void rtn_relu_backward(float *d, const float *y, int64_t n) { api->relu_backward(d, y, n); }
 
 #endif /* RT_NN_CONV_H */

@@ -57,7 +57,7 @@ extern "C" {
 #endif
 
 #define RT_ABI_MAJOR 2
-#define RT_ABI_MINOR 1 /* 2.1: the language-model and conv kernels blocks at the end of rt_api */
+#define RT_ABI_MINOR 2 /* 2.1: the language-model and conv kernels blocks at the end of rt_api; 2.2: fill and relu */
 #define RT_MAX_DIMS 6
 
 #if defined(__GNUC__)
@@ -686,6 +686,13 @@ typedef struct rt_api {
                                     const float *running_var, float *dx, float *dgamma, float *dbeta);
     void (*residual_add)(const float *a, const float *b, float *y, int64_t n);
     void (*residual_add_backward)(const float *dy, int64_t n, float *da, float *db);
+
+    /* ---- elementwise passes ---- (ABI 2.2; core/rt_conv.h: on the conv
+     * kernels' threads, the layer kit's zeroing of input gradients and its
+     * relu, which were a quarter of a CNN step on one thread of two) */
+    void (*fill)(float *x, int64_t n, float v);
+    void (*relu_forward)(const float *x, float *y, int64_t n);
+    void (*relu_backward)(float *d, const float *y, int64_t n);
 } rt_api;
 
 /* ---- language-model kernels: the generation capability ---- */

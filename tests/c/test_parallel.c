@@ -10,9 +10,10 @@
  *     stride 2, dilation, pointwise, more samples than parts;
  *   - rt_tensor_ensure reuses a tensor's own storage for a smaller shape
  *     (zeroed), and never one somebody else can see;
- *   - the cnn plugin's relu (rt_nn_conv.h's vectorised loops): max(x, 0)
- *     with NaN -> 0, and its input gradient, on a count that is not a
- *     multiple of the loop's block.
+ *   - rt_fill, rt_relu_forward and rt_relu_backward (the layer kit's
+ *     zeroing and relu, ABI 2.2) against their loops, and the cnn plugin's
+ *     relu layer through them: max(x, 0) with NaN -> 0, and its input
+ *     gradient.
  */
 #include "parallel.h"
 #include "retort.h"
@@ -339,6 +340,45 @@ static void test_pool_threads_vs_ref(void)
     rt_set_threads(saved);
 }
 
+/* ---------------------------------------------------- elementwise passes */
+
+/* rt_fill and the relu pair against their loops, on counts around the
+ * vector width and the task split, with 1 and 2 threads (grain 0). */
+static void test_pointwise(void)
+{
+    int saved = rt_get_threads();
+    int64_t grain = rt_par_set_grain(0);
+    const int64_t ns[] = {1, 7, 8, 9, 31, 1000, 1001};
+    for (size_t k = 0; k < sizeof ns / sizeof ns[0]; k++)
+        for (int th = 1; th <= 2; th++) {
+            rt_set_threads(th);
+            int64_t n = ns[k];
+            float *x = rnd(n), *y = rnd(n), *d = rnd(n), *d0 = NULL;
+            x[0] = -0.0f;
+            if (n > 2) x[n / 2] = NAN, x[n - 1] = 0.0f;
+            d0 = dup(d, n);
+            rt_relu_forward(x, y, n);
+            int bad = 0;
+            for (int64_t i = 0; i < n; i++) {
+                float want = x[i] > 0 ? x[i] : 0.0f;
+                bad += memcmp(&y[i], &want, sizeof want) != 0;
+            }
+            CHECK(bad == 0 && tail_ok(y, n));
+            rt_relu_backward(d, y, n);
+            bad = 0;
+            for (int64_t i = 0; i < n; i++) bad += d[i] != (y[i] > 0 ? d0[i] : 0.0f);
+            CHECK(bad == 0 && tail_ok(d, n));
+            rt_fill(d, n, 0.0f);
+            rt_fill(y, n, -2.5f);
+            bad = 0;
+            for (int64_t i = 0; i < n; i++) bad += d[i] != 0.0f || signbit(d[i]) || y[i] != -2.5f;
+            CHECK(bad == 0 && tail_ok(d, n) && tail_ok(y, n));
+            free(x), free(y), free(d), free(d0);
+        }
+    rt_par_set_grain(grain);
+    rt_set_threads(saved);
+}
+
 /* -------------------------------------------------------- tensor_ensure */
 
 static int zeroed(const rt_tensor *t)
@@ -467,6 +507,7 @@ int main(void)
     RUN(test_conv_threads_vs_ref);
     RUN(test_bn_threads_vs_ref);
     RUN(test_pool_threads_vs_ref);
+    RUN(test_pointwise);
     RUN(test_ensure_reuses_storage);
     RUN(test_cnn_relu);
     rt_registry_free(reg);
