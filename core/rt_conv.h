@@ -11,7 +11,8 @@
  *   - Forward outputs are overwritten.  Backward gradients ACCUMULATE
  *     (+=): grad input, grad weight, grad bias alike, so the caller zeroes
  *     them once per step and several consumers of one tensor (a residual
- *     branch) simply add.  Any gradient pointer documented as optional may
+ *     branch) simply add.  The _set variants (max pool and train-mode
+ *     batch norm) overwrite the input gradient instead.  Any gradient pointer documented as optional may
  *     be NULL, and then it is neither computed nor touched.
  *   - Geometry is validated once by a *_geom_check function (rt_status and a
  *     message in ctx naming the layer's numbers and the fix); the kernels
@@ -96,6 +97,11 @@ void rt_maxpool2d_forward(const rt_pool2d_geom *g, const float *x, float *y, int
 /* dx += dy routed to the argmax of each window. */
 void rt_maxpool2d_backward(const rt_pool2d_geom *g, const float *dy, const int32_t *argmax,
                            float *dx);
+/* The same with dx overwritten: zero where no window routes (the one
+ * exception to "backwards accumulate": a layer's own input gradient needs
+ * no zeroing pass over memory before it, each plane is zeroed in cache). */
+void rt_maxpool2d_backward_set(const rt_pool2d_geom *g, const float *dy, const int32_t *argmax,
+                               float *dx);
 void rt_maxpool2d_forward_ref(const rt_pool2d_geom *g, const float *x, float *y,
                               int32_t *argmax);
 /* The twin finds the argmax again from x (not from the forward's). */
@@ -164,6 +170,12 @@ void rt_batchnorm_train_backward(const float *x, const float *dy, int64_t N, int
                                  int64_t HW, const float *gamma, const float *save_mean,
                                  const float *save_invstd, float *dx, float *dgamma,
                                  float *dbeta);
+/* The same with dx overwritten (dx =, not +=; dgamma and dbeta still
+ * accumulate): no zeroing pass before, no read of dx. */
+void rt_batchnorm_train_backward_set(const float *x, const float *dy, int64_t N, int64_t C,
+                                     int64_t HW, const float *gamma, const float *save_mean,
+                                     const float *save_invstd, float *dx, float *dgamma,
+                                     float *dbeta);
 /* Eval-mode backward (statistics are constants): dx += gamma invstd dy. */
 void rt_batchnorm_eval_backward(const float *x, const float *dy, int64_t N, int64_t C,
                                 int64_t HW, const float *gamma, float eps,

@@ -197,12 +197,12 @@ static inline rt_status rtn_bn_backward(rtn_bn *B, rt_ctx *ctx, const float *dy,
     if (want_dx) {
         int64_t s[4] = {B->N, B->C, B->H, B->W};
         if (api->tensor_ensure(ctx, &B->dx, RT_DTYPE_F32, B->H ? 4 : 2, s)) return RT_STATUS_ERR_NOMEM;
-        rtn_zero_dx(B->dx);
+        if (!B->train) rtn_zero_dx(B->dx); /* train: the _set kernel overwrites */
         dx = rt_f32(B->dx);
     }
     if (B->train)
-        api->batchnorm_train_backward(x, dy, B->N, B->C, B->HW, rt_f32(B->w), rt_f32(B->smean), rt_f32(B->sinv),
-                                      dx, rt_f32(B->gw), rt_f32(B->gb));
+        api->batchnorm_train_backward_set(x, dy, B->N, B->C, B->HW, rt_f32(B->w), rt_f32(B->smean),
+                                          rt_f32(B->sinv), dx, rt_f32(B->gw), rt_f32(B->gb));
     else
         api->batchnorm_eval_backward(x, dy, B->N, B->C, B->HW, rt_f32(B->w), B->eps, rt_f32(B->rm),
                                      rt_f32(B->rv), dx, rt_f32(B->gw), rt_f32(B->gb));
@@ -278,9 +278,12 @@ static inline rt_status rtn_pool2d_backward(rtn_pool2d *P, rt_ctx *ctx, const fl
 {
     int64_t s[4] = {P->g.N, P->g.C, P->g.H, P->g.W};
     if (api->tensor_ensure(ctx, &P->dx, RT_DTYPE_F32, 4, s)) return RT_STATUS_ERR_NOMEM;
+    if (P->kind == RTN_POOL_MAX) {
+        api->maxpool2d_backward_set(&P->g, dy, rt_i32(P->argmax), rt_f32(P->dx)); /* overwrites */
+        return RT_STATUS_OK;
+    }
     rtn_zero_dx(P->dx);
-    if (P->kind == RTN_POOL_MAX) api->maxpool2d_backward(&P->g, dy, rt_i32(P->argmax), rt_f32(P->dx));
-    else if (P->kind == RTN_POOL_AVG) api->avgpool2d_backward(&P->g, 1, dy, rt_f32(P->dx));
+    if (P->kind == RTN_POOL_AVG) api->avgpool2d_backward(&P->g, 1, dy, rt_f32(P->dx));
     else api->global_avgpool_backward(dy, P->g.N, P->g.C, P->g.H * P->g.W, rt_f32(P->dx));
     return RT_STATUS_OK;
 }

@@ -57,7 +57,7 @@ extern "C" {
 #endif
 
 #define RT_ABI_MAJOR 2
-#define RT_ABI_MINOR 2 /* 2.1: the language-model and conv kernels blocks at the end of rt_api; 2.2: fill and relu */
+#define RT_ABI_MINOR 2 /* 2.1: the language-model and conv kernels blocks at the end of rt_api; 2.2: fill, relu, overwriting backwards */
 #define RT_MAX_DIMS 6
 
 #if defined(__GNUC__)
@@ -693,6 +693,11 @@ typedef struct rt_api {
     void (*fill)(float *x, int64_t n, float v);
     void (*relu_forward)(const float *x, float *y, int64_t n);
     void (*relu_backward)(float *d, const float *y, int64_t n);
+    /* as maxpool2d_backward / batchnorm_train_backward, dx overwritten */
+    void (*maxpool2d_backward_set)(const rt_pool2d_geom *g, const float *dy, const int32_t *argmax, float *dx);
+    void (*batchnorm_train_backward_set)(const float *x, const float *dy, int64_t N, int64_t C, int64_t HW,
+                                         const float *gamma, const float *save_mean, const float *save_invstd,
+                                         float *dx, float *dgamma, float *dbeta);
 } rt_api;
 
 /* ---- language-model kernels: the generation capability ---- */

@@ -154,6 +154,8 @@ static const rt_api host_api = {
     .fill = rt_fill,
     .relu_forward = rt_relu_forward,
     .relu_backward = rt_relu_backward,
+    .maxpool2d_backward_set = rt_maxpool2d_backward_set,
+    .batchnorm_train_backward_set = rt_batchnorm_train_backward_set,
 };
 
 const rt_api *rt_host_api(void) { return &host_api; }

@@ -388,7 +388,7 @@ static void forward_task(void *arg, int64_t part, int thread)
     const conv_job *j = arg;
     const rt_conv2d_geom *g = j->g;
     const int64_t Co = j->Co, Ci = j->Ci, K = j->K, P = j->P;
-    float *cb = col_of(j, thread);
+    float *cb = j->pw ? NULL : col_of(j, thread); /* pointwise: x is its own col */
     if (j->fold) {
         float *ones = cb + K * P;
         VLOOP(q, P, ones[q] = 1.0f;);
@@ -458,7 +458,7 @@ static void backward_task(void *arg, int64_t part, int thread)
     const conv_job *j = arg;
     const rt_conv2d_geom *g = j->g;
     const int64_t Co = j->Co, Ci = j->Ci, K = j->K, P = j->P;
-    float *cb = col_of(j, thread), *acc = acc_of(j, part);
+    float *cb = j->pw ? NULL : col_of(j, thread), *acc = acc_of(j, part);
     float *accb = acc + g->C_out * K; /* dbias when not folded */
     const int64_t Kb = j->fold ? K + 1 : K;
     if (j->fold) {

@@ -102,6 +102,13 @@ static void plane_affine(const float *x, float *y, int64_t n, float s, float t)
     affine_into(y, x, n, s, t);
 }
 
+/* dx = a dy + b + (x - m) k over one plane: the _set backward's. */
+static void plane_bwd_set(float *restrict dx, const float *restrict dy, const float *restrict x,
+                          int64_t n, float a, float b, float m, float k)
+{
+    VLOOP(j, n, dx[j] = a * dy[j] + b + (x[j] - m) * k;);
+}
+
 /* dx += a dy + b + (x - m) k over one plane. */
 static void plane_bwd(float *restrict dx, const float *restrict dy, const float *restrict x,
                       int64_t n, float a, float b, float m, float k)
@@ -120,6 +127,7 @@ typedef struct bn_job {
     float eps, momentum;
     float *running_mean, *running_var, *save_mean, *save_invstd, *dgamma, *dbeta;
     int64_t ntasks;
+    int set; /* train backward: dx overwritten, not accumulated */
 } bn_job;
 
 static void bn_run(bn_job *j, rt_par_fn fn)
@@ -227,8 +235,9 @@ static void train_backward_task(void *arg, int64_t task, int thread)
         if (!dx) continue;
         for (int64_t n = 0; n < N; n++)
             for (int64_t j = 0; j < nb; j++)
-                plane_bwd(PLANE(dx, n, c0 + j), PLANE(dy, n, c0 + j), PLANE(x, n, c0 + j), HW,
-                          a[j], b[j], save_mean[c0 + j], k[j]);
+                (J->set ? plane_bwd_set : plane_bwd)(PLANE(dx, n, c0 + j), PLANE(dy, n, c0 + j),
+                                                     PLANE(x, n, c0 + j), HW, a[j], b[j],
+                                                     save_mean[c0 + j], k[j]);
     }
 }
 
@@ -317,6 +326,17 @@ void rt_batchnorm_train_backward(const float *x, const float *dy, int64_t N, int
     bn_job j = {.x = x, .dy = dy, .dx = dx, .N = N, .C = C, .HW = HW, .gamma = gamma,
                 .save_mean = (float *)save_mean, .save_invstd = (float *)save_invstd,
                 .dgamma = dgamma, .dbeta = dbeta};
+    bn_run(&j, train_backward_task);
+}
+
+void rt_batchnorm_train_backward_set(const float *x, const float *dy, int64_t N, int64_t C,
+                                     int64_t HW, const float *gamma, const float *save_mean,
+                                     const float *save_invstd, float *dx, float *dgamma,
+                                     float *dbeta)
+{
+    bn_job j = {.x = x, .dy = dy, .dx = dx, .N = N, .C = C, .HW = HW, .gamma = gamma,
+                .save_mean = (float *)save_mean, .save_invstd = (float *)save_invstd,
+                .dgamma = dgamma, .dbeta = dbeta, .set = 1};
     bn_run(&j, train_backward_task);
 }
 

@@ -373,7 +373,7 @@ void rt_global_avgpool_backward_ref(const float *dy, int64_t N, int64_t C, int64
  * same order whatever the other planes do, so the planes are split into
  * ranges, one per thread (parallel.h), with the same results as one
  * thread.  A range is the kernel on a geometry of N = 1, C = its planes. */
-typedef enum pool_op { MAX_FWD, MAX_BWD, AVG_FWD, AVG_BWD, GAP_FWD, GAP_BWD } pool_op;
+typedef enum pool_op { MAX_FWD, MAX_BWD, MAX_BWD_SET, AVG_FWD, AVG_BWD, GAP_FWD, GAP_BWD } pool_op;
 
 typedef struct pool_job {
     pool_op op;
@@ -398,6 +398,16 @@ static void pool_task(void *arg, int64_t task, int thread)
     switch (j->op) {
     case MAX_FWD: maxpool_forward(&g, j->x + in, j->y + out, j->argmax ? j->argmax + out : NULL); break;
     case MAX_BWD: maxpool_backward(&g, j->dy + out, j->argmax_in + out, j->dx + in); break;
+    case MAX_BWD_SET:
+        /* plane by plane, zeroed while it is in cache, then routed */
+        for (int64_t p = 0; p < g.C; p++) {
+            rt_pool2d_geom one = g;
+            one.C = 1;
+            memset(j->dx + in + p * g.H * g.W, 0, sizeof(float) * (size_t)(g.H * g.W));
+            maxpool_backward(&one, j->dy + out + p * g.H_out * g.W_out, j->argmax_in + out + p * g.H_out * g.W_out,
+                             j->dx + in + p * g.H * g.W);
+        }
+        break;
     case AVG_FWD: avgpool_forward(&g, j->cip, j->x + in, j->y + out); break;
     case AVG_BWD: avgpool_backward(&g, j->cip, j->dy + out, j->dx + in); break;
     case GAP_FWD: gap_forward(j->x + in, 1, g.C, g.H, j->y + out); break;
@@ -422,6 +432,13 @@ void rt_maxpool2d_backward(const rt_pool2d_geom *g, const float *dy, const int32
                            float *dx)
 {
     pool_job j = {.op = MAX_BWD, .g = *g, .dy = dy, .argmax_in = argmax, .dx = dx};
+    pool_run(&j);
+}
+
+void rt_maxpool2d_backward_set(const rt_pool2d_geom *g, const float *dy, const int32_t *argmax,
+                               float *dx)
+{
+    pool_job j = {.op = MAX_BWD_SET, .g = *g, .dy = dy, .argmax_in = argmax, .dx = dx};
     pool_run(&j);
 }
 

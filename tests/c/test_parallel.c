@@ -7,7 +7,9 @@
  *   - conv2d, batch norm and pooling through the pool (grain 0, so odd and
  *     tiny shapes take the threaded path) against their _ref twins, and
  *     the same bits with 1 and 2 threads: batch 1, odd sizes, groups > 1,
- *     stride 2, dilation, pointwise, more samples than parts;
+ *     stride 2, dilation, pointwise, more samples than parts; the _set
+ *     backwards (max pool, train batch norm) equal to accumulating onto
+ *     zeros, whatever dx held;
  *   - rt_tensor_ensure reuses a tensor's own storage for a smaller shape
  *     (zeroed), and never one somebody else can see;
  *   - rt_fill, rt_relu_forward and rt_relu_backward (the layer kit's
@@ -260,6 +262,19 @@ static void test_bn_threads_vs_ref(void)
         rt_batchnorm_train_backward_ref(x, dy, N, C, HW, ga, two.v[1], two.v[2], dx, dg, db);
         CHECK(max_err(two.v[5], dx, n) <= 1e-5 && max_err(two.v[6], dg, C) <= 1e-5 &&
               max_err(two.v[7], db, C) <= 1e-5);
+        /* _set overwrites dx (garbage before), equal to accumulating onto zeros */
+        for (int th = 1; th <= 2; th++) {
+            rt_set_threads(th);
+            float *zx = rnd(n), *sx = rnd(n), *g1 = dup(g0[1], C), *b1 = dup(g0[2], C);
+            float *g2 = dup(g0[1], C), *b2 = dup(g0[2], C);
+            memset(zx, 0, sizeof(float) * (size_t)n);
+            rt_batchnorm_train_backward(x, dy, N, C, HW, ga, two.v[1], two.v[2], zx, g1, b1);
+            rt_batchnorm_train_backward_set(x, dy, N, C, HW, ga, two.v[1], two.v[2], sx, g2, b2);
+            int bad = 0;
+            for (int64_t i = 0; i < n; i++) bad += sx[i] != zx[i];
+            CHECK(bad == 0 && tail_ok(sx, n) && same(g1, g2, C) && same(b1, b2, C));
+            free(zx), free(sx), free(g1), free(b1), free(g2), free(b2);
+        }
         for (int k = 0; k < 11; k++) free(one.v[k]), free(two.v[k]);
         for (int k = 0; k < 3; k++) free((float *)g0[k]);
         free(x), free(dy), free(ga), free(be), free(yr), free(sm), free(si), free(rm), free(rv);
@@ -320,6 +335,16 @@ static void test_pool_threads_vs_ref(void)
         pool_run(2, &g, p->kind, x, dy, dx0, &y2, &dx2, &a2);
         CHECK(same(y1, y2, nout) && same(dx1, dx2, nin) && tail_ok(y2, nout) && tail_ok(dx2, nin));
         if (a1) CHECK(!memcmp(a1, a2, sizeof(int32_t) * (size_t)nout));
+        if (a1)
+            for (int th = 1; th <= 2; th++) { /* _set: dx overwritten, as routing onto zeros */
+                rt_set_threads(th);
+                float *zx = rnd(nin), *sx = rnd(nin);
+                memset(zx, 0, sizeof(float) * (size_t)nin);
+                rt_maxpool2d_backward(&g, dy, a1, zx);
+                rt_maxpool2d_backward_set(&g, dy, a1, sx);
+                CHECK(same(zx, sx, nin) && tail_ok(sx, nin));
+                free(zx), free(sx);
+            }
         float *yr = rnd(nout), *dxr = dup(dx0, nin);
         if (p->kind == 0) {
             rt_maxpool2d_forward_ref(&g, x, yr, NULL);
