@@ -9,6 +9,7 @@
 #include "parallel.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 
 #include "retort.h"
@@ -20,6 +21,8 @@ static pthread_cond_t done = PTHREAD_COND_INITIALIZER;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
 static int nworkers;                        /* started: indices 1..nworkers */
+static pthread_t threads[RT_PAR_MAX];       /* the workers, by index */
+static int last_cpu = -1;                   /* the caller's CPU the workers avoid, or -1 */
 static uint64_t generation;                 /* bumped by each parallel job */
 static uint64_t start_gen[RT_PAR_MAX];      /* the generation a worker starts after */
 static int pending;                         /* workers still running the job */
@@ -60,6 +63,7 @@ static void *worker(void *p)
 static void after_fork_child(void)
 {
     nworkers = 0;
+    last_cpu = -1;
     pending = 0;
     pthread_mutex_init(&busy, NULL);
     pthread_mutex_init(&mu, NULL);
@@ -86,10 +90,32 @@ static int start_workers(int want)
         int err = pthread_create(&th, &at, worker, (void *)(intptr_t)id);
         pthread_attr_destroy(&at);
         if (err) break;
+        threads[id] = th;
         nworkers++;
+        last_cpu = -1; /* the new one runs anywhere until placed */
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     return nworkers;
+}
+
+/* OpenBLAS's idle threads spin (sched_yield) for about 0.1 s after each
+ * threaded GEMM, and the scheduler counts them as busy.  With as many job
+ * threads as CPUs it then put a worker on the caller's CPU now and then,
+ * and the two took turns while the spinner held the other CPU: a CNN step
+ * at two threads took 30 or 50 ms at random.  So when a job's threads fill
+ * the CPUs the process may use, the workers are kept off the caller's
+ * current CPU (set again only when the caller has moved).  mu held. */
+static void place_workers(int T)
+{
+    static int ncpu = -1;
+    static cpu_set_t allowed;
+    if (ncpu < 0) ncpu = sched_getaffinity(0, sizeof allowed, &allowed) ? 0 : CPU_COUNT(&allowed);
+    int cpu = sched_getcpu();
+    if (ncpu < 2 || T < ncpu || cpu < 0 || cpu == last_cpu || !CPU_ISSET(cpu, &allowed)) return;
+    cpu_set_t others = allowed;
+    CPU_CLR(cpu, &others);
+    for (int i = 1; i <= nworkers; i++) pthread_setaffinity_np(threads[i], sizeof others, &others);
+    last_cpu = cpu;
 }
 
 static int64_t grain = RT_PAR_GRAIN;
@@ -121,6 +147,7 @@ void rt_par_run(int64_t ntasks, int64_t work, rt_par_fn fn, void *arg)
     pthread_mutex_lock(&mu);
     int have = start_workers(T);
     if (T > have + 1) T = have + 1;
+    place_workers(T);
     if (T <= 1) {
         pthread_mutex_unlock(&mu);
         pthread_mutex_unlock(&busy);
