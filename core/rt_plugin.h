@@ -689,7 +689,7 @@ typedef struct rt_api {
 
     /* ---- elementwise passes ---- (ABI 2.2; core/rt_conv.h: on the conv
      * kernels' threads, the layer kit's zeroing of input gradients and its
-     * relu, which were a quarter of a CNN step on one thread of two) */
+     * relu, which ran on one thread of two) */
     void (*fill)(float *x, int64_t n, float v);
     void (*relu_forward)(const float *x, float *y, int64_t n);
     void (*relu_backward)(float *d, const float *y, int64_t n);
