@@ -14,12 +14,13 @@
  *          rt_conv2d_backward (dweight, dbias, and dx for conv2)
  *   GEMM   median wall time of exactly the rt_gemm calls that conv makes
  *          (same shapes, transposes, leading dimensions, beta and buffers)
- *          on the same threads: the batch cut into the same parts
- *          (rt_conv2d_parts), one task of the kernels' worker pool per
- *          part (core/kernels/parallel.h), each part's GEMMs on its thread
- *          with one BLAS thread; timed alone, alternating with the conv runs
- *   ratio  conv / GEMM: what im2col, col2im and the bias and partial-sum
- *          passes add
+ *          on the same threads, each with one BLAS thread: y and dx per
+ *          sample, the batch cut into the same parts (rt_conv2d_parts), one
+ *          task of the kernels' worker pool (core/kernels/parallel.h) per
+ *          part; dweight in sample order with the output channels split
+ *          between the threads; timed alone, alternating with the conv runs
+ *   ratio  conv / GEMM: what im2col (repeated per thread for dweight),
+ *          col2im and the bias passes add
  *
  * and, for the step's other layers, the median time of batch norm (train
  * forward, backward) and max pool 2 (forward, backward) of each block,
@@ -95,25 +96,29 @@ typedef struct layer {
 } layer;
 
 /* The GEMMs the conv kernels make, on the same buffers and the same
- * threads: the batch in rt_conv2d_parts(g) parts, each a task of the
- * kernels' pool (parallel.h), the GEMMs of a part on its thread.  The
- * workspace holds a block per part: the col block of the thread of that
- * index ([K + 1, P], with the row of ones), then the accumulator of the
- * part of that index ([C_out, K + 1]); the forward's [weight | bias] sits
- * in the first accumulator. */
+ * threads (core/kernels/conv.c, "fast"): y and dx per sample, the batch in
+ * rt_conv2d_parts(g) parts, each a task of the kernels' pool (parallel.h)
+ * using the col block of its thread; dweight (with dbias folded) summed in
+ * sample order into one accumulator whose output channels are split
+ * between the threads.  The workspace holds the col blocks ([K + 1, P],
+ * with the row of ones) and then the accumulator [C_out, K + 1] (in the
+ * forward, [weight | bias]). */
 typedef struct gemm_job {
     const layer *L;
-    int64_t Co, K, P, parts, blk;
+    int64_t Co, K, P, parts, ntasks;
+    float *acc;
 } gemm_job;
 
 static gemm_job gemm_job_of(const layer *L)
 {
     const rt_conv2d_geom *g = &L->g;
     gemm_job j = {L, g->C_out / g->groups, g->C_in / g->groups * g->KH * g->KW, g->H_out * g->W_out,
-                  rt_conv2d_parts(g), 0};
-    j.blk = (j.K + 1) * j.P + g->C_out * (j.K + 1);
+                  rt_conv2d_parts(g), 0, NULL};
+    j.acc = L->ws + j.parts * (j.K + 1) * j.P;
     return j;
 }
+
+static float *col_block(const gemm_job *j, int thread) { return j->L->ws + thread * (j->K + 1) * j->P; }
 
 /* Forward: with a bias (and not 1x1), col carries a row of ones and the
  * weights a bias column: [C_out, K + 1] . [K + 1, P]; beta 0. */
@@ -123,32 +128,42 @@ static void forward_part(void *arg, int64_t part, int thread)
     const layer *L = j->L;
     const rt_conv2d_geom *g = &L->g;
     const int64_t G = g->groups, Co = j->Co, Kb = j->K + 1, P = j->P;
-    const float *col = L->ws + thread * j->blk, *wb = L->ws + Kb * P;
+    const float *col = col_block(j, thread);
     int64_t n0 = g->N * part / j->parts, n1 = g->N * (part + 1) / j->parts;
     for (int64_t n = n0; n < n1; n++)
         for (int64_t gi = 0; gi < G; gi++)
-            rt_gemm(0, 0, Co, P, Kb, 1.0f, wb + gi * Co * Kb, Kb, col, P, 0.0f,
+            rt_gemm(0, 0, Co, P, Kb, 1.0f, j->acc + gi * Co * Kb, Kb, col, P, 0.0f,
                     L->y + (n * g->C_out + gi * Co) * P, P);
 }
 
-/* Backward with dweight and dbias: dweight's GEMM reads the ones row too
- * and sums [C_out, K + 1] into the part's accumulator (beta 0 for the
- * part's first sample); with dx, dcol = W^T dy into the col block. */
-static void backward_part(void *arg, int64_t part, int thread)
+/* Backward, dx: dcol = W^T dy into the col block, per sample of a part. */
+static void dx_part(void *arg, int64_t part, int thread)
 {
     const gemm_job *j = arg;
     const layer *L = j->L;
     const rt_conv2d_geom *g = &L->g;
     const int64_t G = g->groups, Co = j->Co, K = j->K, P = j->P;
-    float *col = L->ws + thread * j->blk, *acc = L->ws + part * j->blk + (K + 1) * P;
     int64_t n0 = g->N * part / j->parts, n1 = g->N * (part + 1) / j->parts;
     for (int64_t n = n0; n < n1; n++)
+        for (int64_t gi = 0; gi < G; gi++)
+            rt_gemm(1, 0, K, P, Co, 1.0f, L->w + gi * Co * K, K, L->dy + (n * g->C_out + gi * Co) * P, P,
+                    0.0f, col_block(j, thread), P);
+}
+
+/* Backward, dweight and dbias: the task's output channels, every sample
+ * in order, dy [rows, P] . [col; ones]^T into the accumulator, beta 1. */
+static void dw_rows(void *arg, int64_t task, int thread)
+{
+    const gemm_job *j = arg;
+    const layer *L = j->L;
+    const rt_conv2d_geom *g = &L->g;
+    const int64_t G = g->groups, Co = j->Co, Kb = j->K + 1, P = j->P;
+    int64_t c0 = Co * task / j->ntasks, c1 = Co * (task + 1) / j->ntasks;
+    for (int64_t n = 0; n < g->N; n++)
         for (int64_t gi = 0; gi < G; gi++) {
-            const float *dyg = L->dy + (n * g->C_out + gi * Co) * P;
-            rt_gemm(0, 1, Co, K + 1, P, 1.0f, dyg, P, col, P, n == n0 ? 0.0f : 1.0f,
-                    acc + gi * Co * (K + 1), K + 1);
-            if (L->need_dx)
-                rt_gemm(1, 0, K, P, Co, 1.0f, L->w + gi * Co * K, K, dyg, P, 0.0f, col, P);
+            const int64_t r = gi * Co + c0;
+            rt_gemm(0, 1, c1 - c0, Kb, P, 1.0f, L->dy + (n * g->C_out + r) * P, P, col_block(j, thread), P,
+                    1.0f, j->acc + r * Kb, Kb);
         }
 }
 
@@ -161,7 +176,10 @@ static void gemms_forward(const layer *L)
 static void gemms_backward(const layer *L)
 {
     gemm_job j = gemm_job_of(L);
-    rt_par_run(j.parts, INT64_MAX, backward_part, &j);
+    if (L->need_dx) rt_par_run(j.parts, INT64_MAX, dx_part, &j);
+    j.ntasks = rt_par_threads(j.Co, INT64_MAX);
+    if (j.ntasks > j.parts) j.ntasks = j.parts;
+    rt_par_run(j.ntasks, INT64_MAX, dw_rows, &j);
 }
 
 static void layer_init(layer *L, const char *name, int64_t Ci, int64_t HW, int64_t Co,

@@ -204,58 +204,63 @@ static inline void zero_wrapped(float *row, const tap_span *t, int64_t Wo)
     }
 }
 
-static void im2col_shift(const rt_conv2d_geom *g, const float *x, int64_t C, float *col)
+/* Rows [r0, r1) of col (row (c KH + kh) KW + kw), written from col's
+ * first row; the whole col is [0, C KH KW). */
+static void im2col_shift(const rt_conv2d_geom *g, const float *x, int64_t r0, int64_t r1, float *col)
 {
     const int64_t H = g->H, W = g->W, Ho = g->H_out, Wo = g->W_out, P = Ho * Wo, T = g->KH * g->KW;
     tap_span taps[MAX_TAPS];
     const int have = taps_of(g, taps);
-    for (int64_t c = 0; c < C; c++)
-        for (int64_t k = 0; k < T; k++) {
-            float *row = col + (c * T + k) * P;
-            const tap_span t = have ? taps[k] : tap_of(g, k / g->KW, k % g->KW);
-            if (t.empty) {
-                memset(row, 0, (size_t)P * sizeof *row);
+    for (int64_t rw = r0; rw < r1; rw++) {
+        const int64_t c = rw / T, k = rw % T;
+        float *row = col + (rw - r0) * P;
+        const tap_span t = have ? taps[k] : tap_of(g, k / g->KW, k % g->KW);
+        if (t.empty) {
+            memset(row, 0, (size_t)P * sizeof *row);
+            continue;
+        }
+        zero_few(row, t.first);
+        memcpy(row + t.first, x + c * H * W + t.first + t.delta, (size_t)(t.last - t.first) * sizeof *row);
+        zero_few(row + t.last, P - t.last);
+        zero_wrapped(row, &t, Wo);
+    }
+}
+
+static void im2col_rows(const rt_conv2d_geom *g, const float *x, int64_t r0, int64_t r1, float *col)
+{
+    const int64_t H = g->H, W = g->W, Ho = g->H_out, Wo = g->W_out, P = Ho * Wo;
+    const int64_t sh = g->stride_h, sw = g->stride_w;
+    if (is_shift(g)) {
+        im2col_shift(g, x, r0, r1, col);
+        return;
+    }
+    for (int64_t rw = r0; rw < r1; rw++) {
+        const int64_t c = rw / (g->KH * g->KW), kh = rw / g->KW % g->KH, kw = rw % g->KW;
+        const float *xc = x + c * H * W;
+        float *row = col + (rw - r0) * P;
+        int64_t off = kw * g->dil_w - g->pad_w, lo, hi;
+        col_range(off, sw, W, Wo, &lo, &hi);
+        for (int64_t oh = 0; oh < Ho; oh++) {
+            float *restrict r = row + oh * Wo;
+            int64_t ih = oh * sh - g->pad_h + kh * g->dil_h;
+            if (ih < 0 || ih >= H) {
+                zero_few(r, Wo);
                 continue;
             }
-            zero_few(row, t.first);
-            memcpy(row + t.first, x + c * H * W + t.first + t.delta, (size_t)(t.last - t.first) * sizeof *row);
-            zero_few(row + t.last, P - t.last);
-            zero_wrapped(row, &t, Wo);
+            const float *restrict xr = xc + ih * W + off;
+            zero_few(r, lo);
+            if (sw == 1) memcpy(r + lo, xr + lo, (size_t)(hi - lo) * sizeof *r);
+            else
+                for (int64_t ow = lo; ow < hi; ow++) r[ow] = xr[ow * sw];
+            zero_few(r + hi, Wo - hi);
         }
+    }
 }
 
 /* col [C KH KW, Ho Wo] from x [C, H, W] (one sample, one group's channels). */
 static void im2col(const rt_conv2d_geom *g, const float *x, int64_t C, float *col)
 {
-    const int64_t H = g->H, W = g->W, Ho = g->H_out, Wo = g->W_out, P = Ho * Wo;
-    const int64_t sh = g->stride_h, sw = g->stride_w;
-    if (is_shift(g)) {
-        im2col_shift(g, x, C, col);
-        return;
-    }
-    for (int64_t c = 0; c < C; c++) {
-        const float *xc = x + c * H * W;
-        for (int64_t kh = 0; kh < g->KH; kh++)
-            for (int64_t kw = 0; kw < g->KW; kw++) {
-                float *row = col + ((c * g->KH + kh) * g->KW + kw) * P;
-                int64_t off = kw * g->dil_w - g->pad_w, lo, hi;
-                col_range(off, sw, W, Wo, &lo, &hi);
-                for (int64_t oh = 0; oh < Ho; oh++) {
-                    float *restrict r = row + oh * Wo;
-                    int64_t ih = oh * sh - g->pad_h + kh * g->dil_h;
-                    if (ih < 0 || ih >= H) {
-                        zero_few(r, Wo);
-                        continue;
-                    }
-                    const float *restrict xr = xc + ih * W + off;
-                    zero_few(r, lo);
-                    if (sw == 1) memcpy(r + lo, xr + lo, (size_t)(hi - lo) * sizeof *r);
-                    else
-                        for (int64_t ow = lo; ow < hi; ow++) r[ow] = xr[ow * sw];
-                    zero_few(r + hi, Wo - hi);
-                }
-            }
-    }
+    im2col_rows(g, x, 0, C * g->KH * g->KW, col);
 }
 
 /* d += s.  The pointers are restrict parameters because gcc -O2 vectorises
@@ -315,15 +320,25 @@ static void col2im_add(const rt_conv2d_geom *g, float *col, int64_t C, float *dx
 
 /* --------------------------------------------------------------- fast */
 
-/* The batch is cut into parts of consecutive samples (rt_par_range), run
- * as the tasks of one job (parallel.h) on up to rt_get_threads() threads,
- * each task's GEMMs on its own thread.  Part count, from the shapes only:
- * min(N, CONV_PARTS), fewer when the workspace would pass CONV_WS_CAP
- * floats.  The backward's weight and bias gradients are summed per part
- * and the parts added in order at the end, so the result does not depend
- * on the thread count.  Workspace: one block per part, each a col block
- * (used by the thread of that index; none for a pointwise kernel) and an
- * accumulator [C_out, K + 1] (used by the part of that index). */
+/* Threads (rt_par_run, parallel.h) split the work two ways, each GEMM on
+ * one core, and give the same bits as one thread and as the serial code
+ * before them:
+ *   - y and dx are per sample: the batch is cut into parts of consecutive
+ *     samples (rt_par_range), one task each; a task uses the col block of
+ *     the thread running it.
+ *   - dweight and dbias are sums over the samples, taken in sample order
+ *     into one accumulator (zeroed, then a beta-1 GEMM per sample), so
+ *     threads split the accumulator's rows (output channels) instead: each
+ *     task runs every sample's im2col (its thread's own: the im2col is
+ *     repeated per thread) and the GEMM of its rows.  Summing per part and
+ *     adding the parts would change the last bits, and with them a trained
+ *     network's numbers; splitting the columns (each task building only
+ *     its rows of col) changed them too, for tiny GEMMs (OpenBLAS's small
+ *     kernels), while the rows kept every bit in the tests.
+ * Part count, from the shapes only: min(N, CONV_PARTS), fewer when the
+ * workspace would pass CONV_WS_CAP floats.  Workspace: one col block per
+ * part ([K + 1, P]: col and a row of ones; none for a pointwise kernel),
+ * then the accumulator [C_out, K + 1] (the forward's [weight | bias]). */
 #define CONV_PARTS 8
 #define CONV_WS_CAP (INT64_C(1) << 23)
 
@@ -332,22 +347,24 @@ static int64_t col_floats(const rt_conv2d_geom *g, int64_t K)
     return is_pointwise(g) ? 0 : (K + 1) * g->H_out * g->W_out;
 }
 
-static int64_t block_floats(const rt_conv2d_geom *g)
+static int64_t acc_floats(const rt_conv2d_geom *g, int64_t K)
 {
-    int64_t K = g->C_in / g->groups * g->KH * g->KW;
-    return col_floats(g, K) + g->C_out * (K + 1);
+    return is_pointwise(g) ? 0 : g->C_out * (K + 1);
 }
+
+static int64_t k_of(const rt_conv2d_geom *g) { return g->C_in / g->groups * g->KH * g->KW; }
 
 int64_t rt_conv2d_parts(const rt_conv2d_geom *g)
 {
-    int64_t p = g->N < CONV_PARTS ? g->N : CONV_PARTS, blk = block_floats(g);
-    while (p > 1 && blk > CONV_WS_CAP / p) p--;
+    int64_t p = g->N < CONV_PARTS ? g->N : CONV_PARTS, col = col_floats(g, k_of(g));
+    while (p > 1 && col > CONV_WS_CAP / p) p--;
     return p < 1 ? 1 : p;
 }
 
 size_t rt_conv2d_workspace(const rt_conv2d_geom *g)
 {
-    return (size_t)rt_conv2d_parts(g) * (size_t)block_floats(g);
+    int64_t K = k_of(g);
+    return (size_t)rt_conv2d_parts(g) * (size_t)col_floats(g, K) + (size_t)acc_floats(g, K);
 }
 
 /* What a task needs: the call's arguments and the derived sizes. */
@@ -356,7 +373,8 @@ typedef struct conv_job {
     const float *x, *weight, *bias, *dy;
     float *y, *dx, *dweight, *dbias, *ws;
     const float *wk; /* forward: the weights the GEMM reads ([weight | bias] when folded) */
-    int64_t G, Ci, Co, K, Kb, P, HW, parts, blk, colsz;
+    float *acc;      /* [C_out, K + 1] after the col blocks */
+    int64_t G, Ci, Co, K, Kb, P, HW, parts, colsz, ntasks;
     int pw, fold;
 } conv_job;
 
@@ -364,17 +382,16 @@ static conv_job job_of(const rt_conv2d_geom *g, float *ws)
 {
     conv_job j = {.g = g, .ws = ws};
     j.G = g->groups, j.Ci = g->C_in / j.G, j.Co = g->C_out / j.G;
-    j.K = j.Ci * g->KH * g->KW, j.P = g->H_out * g->W_out, j.HW = g->H * g->W;
+    j.K = k_of(g), j.P = g->H_out * g->W_out, j.HW = g->H * g->W;
     j.pw = is_pointwise(g);
     j.parts = rt_conv2d_parts(g);
-    j.blk = block_floats(g);
     j.colsz = col_floats(g, j.K);
+    j.acc = j.pw ? NULL : ws + j.parts * j.colsz;
     return j;
 }
 
-/* A thread's col block, and a part's accumulator. */
-static float *col_of(const conv_job *j, int thread) { return j->ws + thread * j->blk; }
-static float *acc_of(const conv_job *j, int64_t part) { return j->ws + part * j->blk + j->colsz; }
+/* A thread's col block. */
+static float *col_of(const conv_job *j, int thread) { return j->ws + thread * j->colsz; }
 
 /* Floats a job touches, for rt_par_run's threshold. */
 static int64_t job_work(const conv_job *j)
@@ -383,16 +400,19 @@ static int64_t job_work(const conv_job *j)
     return __builtin_mul_overflow(j->g->N, per, &w) ? INT64_MAX : w;
 }
 
+static void ones_row(const conv_job *j, float *cb)
+{
+    float *ones = cb + j->K * j->P;
+    VLOOP(q, j->P, ones[q] = 1.0f;);
+}
+
 static void forward_task(void *arg, int64_t part, int thread)
 {
     const conv_job *j = arg;
     const rt_conv2d_geom *g = j->g;
     const int64_t Co = j->Co, Ci = j->Ci, K = j->K, P = j->P;
     float *cb = j->pw ? NULL : col_of(j, thread); /* pointwise: x is its own col */
-    if (j->fold) {
-        float *ones = cb + K * P;
-        VLOOP(q, P, ones[q] = 1.0f;);
-    }
+    if (j->fold) ones_row(j, cb);
     int64_t n0, n1;
     rt_par_range(g->N, j->parts, part, &n0, &n1);
     for (int64_t n = n0; n < n1; n++)
@@ -429,15 +449,15 @@ void rt_conv2d_forward(const rt_conv2d_geom *g, const float *x, const float *wei
     j.x = x, j.weight = weight, j.bias = bias, j.y = y;
     /* The bias rides in the GEMM: col gets a row of ones (row K, which
      * im2col never writes) and the weights a bias column, copied once per
-     * call into the first part's accumulator.  A separate fill of y would
-     * cost a write and a read of the whole output, as much as the GEMM
-     * itself when K is small (a first layer's K is 9). */
+     * call into the accumulator's place.  A separate fill of y would cost
+     * a write and a read of the whole output, as much as the GEMM itself
+     * when K is small (a first layer's K is 9). */
     j.fold = bias && !j.pw;
     j.wk = weight;
     j.Kb = j.K;
     if (j.fold) {
         const int64_t K = j.K;
-        float *wb = acc_of(&j, 0);
+        float *wb = j.acc;
         for (int64_t co = 0; co < g->C_out; co++) {
             memcpy(wb + co * (K + 1), weight + co * K, (size_t)K * sizeof *wb);
             wb[co * (K + 1) + K] = bias[co];
@@ -448,84 +468,104 @@ void rt_conv2d_forward(const rt_conv2d_geom *g, const float *x, const float *wei
     rt_par_run(j.parts, job_work(&j), forward_task, &j);
 }
 
-/* The weight (and bias) gradient of a part goes to its accumulator, the
- * first sample's GEMM overwriting (beta 0).  Folded (dweight and dbias,
- * and a col): [C_out, K + 1], dbias riding in the GEMM as in the forward:
- * dy [Co, P] . [col; ones]^T [P, K + 1].  Otherwise dweight [C_out, K]
- * and then dbias [C_out], summed sample by sample while dy[n] is in cache. */
-static void backward_task(void *arg, int64_t part, int thread)
+/* dx of a part's samples: dcol = W^T dy into the thread's col block, then
+ * col2im (pointwise: straight into dx, beta 1). */
+static void dx_task(void *arg, int64_t part, int thread)
 {
     const conv_job *j = arg;
     const rt_conv2d_geom *g = j->g;
     const int64_t Co = j->Co, Ci = j->Ci, K = j->K, P = j->P;
-    float *cb = j->pw ? NULL : col_of(j, thread), *acc = acc_of(j, part);
-    float *accb = acc + g->C_out * K; /* dbias when not folded */
-    const int64_t Kb = j->fold ? K + 1 : K;
-    if (j->fold) {
-        float *ones = cb + K * P;
-        VLOOP(q, P, ones[q] = 1.0f;);
-    }
+    float *cb = j->pw ? NULL : col_of(j, thread);
     int64_t n0, n1;
     rt_par_range(g->N, j->parts, part, &n0, &n1);
-    for (int64_t n = n0; n < n1; n++) {
-        const float beta = n == n0 ? 0.0f : 1.0f;
-        if (j->dbias && !j->fold)
-            for (int64_t c = 0; c < g->C_out; c++) {
-                const float *restrict d = j->dy + (n * g->C_out + c) * P;
-                float a[VW] = {0}, s = 0;
-                int64_t q = 0;
-                for (; q + VW <= P; q += VW)
-                    for (int v = 0; v < VW; v++) a[v] += d[q + v];
-                for (; q < P; q++) s += d[q];
-                for (int v = 0; v < VW; v++) s += a[v];
-                accb[c] = n == n0 ? s : accb[c] + s;
-            }
-        if (!j->dx && !j->dweight) continue;
+    for (int64_t n = n0; n < n1; n++)
         for (int64_t gi = 0; gi < j->G; gi++) {
             const float *dyg = j->dy + (n * g->C_out + gi * Co) * P;
-            size_t xoff = (size_t)((n * g->C_in + gi * Ci) * j->HW);
-            if (j->dweight) {
-                const float *col = j->x + xoff;
-                if (!j->pw) {
-                    im2col(g, j->x + xoff, Ci, cb);
-                    col = cb;
-                }
-                rt_gemm(0, 1, Co, Kb, P, 1.0f, dyg, P, col, P, beta, acc + gi * Co * Kb, Kb);
-            }
-            if (j->dx) {
-                const float *wg = j->weight + gi * Co * K;
-                if (j->pw) {
-                    rt_gemm(1, 0, K, P, Co, 1.0f, wg, K, dyg, P, 1.0f, j->dx + xoff, P);
-                } else {
-                    rt_gemm(1, 0, K, P, Co, 1.0f, wg, K, dyg, P, 0.0f, cb, P);
-                    col2im_add(g, cb, Ci, j->dx + xoff); /* rows < K: the ones survive */
-                }
+            const float *wg = j->weight + gi * Co * K;
+            float *dxg = j->dx + (n * g->C_in + gi * Ci) * j->HW;
+            if (j->pw) {
+                rt_gemm(1, 0, K, P, Co, 1.0f, wg, K, dyg, P, 1.0f, dxg, P);
+            } else {
+                rt_gemm(1, 0, K, P, Co, 1.0f, wg, K, dyg, P, 0.0f, cb, P);
+                col2im_add(g, cb, Ci, dxg); /* rows < K: the ones survive */
             }
         }
-    }
+}
+
+/* dweight (and dbias) for output channels [c0, c1) of every group, every
+ * sample in order.  Folded (dweight and dbias, and a col): into the
+ * accumulator [C_out, K + 1], dy [rows, P] . [col; ones]^T [P, K + 1];
+ * otherwise dweight [C_out, K] directly. */
+static void dw_task(void *arg, int64_t task, int thread)
+{
+    const conv_job *j = arg;
+    const rt_conv2d_geom *g = j->g;
+    const int64_t Co = j->Co, Ci = j->Ci, K = j->K, P = j->P;
+    int64_t c0, c1;
+    rt_par_range(Co, j->ntasks, task, &c0, &c1);
+    if (c0 >= c1) return;
+    float *cb = j->pw ? NULL : col_of(j, thread);
+    if (j->fold) ones_row(j, cb);
+    const int64_t Kb = j->fold ? K + 1 : K;
+    for (int64_t n = 0; n < g->N; n++)
+        for (int64_t gi = 0; gi < j->G; gi++) {
+            const float *xg = j->x + (n * g->C_in + gi * Ci) * j->HW, *col = xg;
+            if (!j->pw) {
+                im2col(g, xg, Ci, cb);
+                col = cb;
+            }
+            const int64_t r = gi * Co + c0;
+            float *out = j->fold ? j->acc + r * Kb : j->dweight + r * K;
+            rt_gemm(0, 1, c1 - c0, Kb, P, 1.0f, j->dy + (n * g->C_out + r) * P, P, col, P, 1.0f, out, Kb);
+        }
+}
+
+/* dbias alone (not folded): each channel summed sample by sample. */
+static void db_task(void *arg, int64_t task, int thread)
+{
+    const conv_job *j = arg;
+    const rt_conv2d_geom *g = j->g;
+    const int64_t P = j->P;
+    int64_t c0, c1;
+    rt_par_range(g->C_out, j->ntasks, task, &c0, &c1);
+    for (int64_t n = 0; n < g->N; n++)
+        for (int64_t c = c0; c < c1; c++) {
+            const float *restrict d = j->dy + (n * g->C_out + c) * P;
+            float a[VW] = {0}, s = 0;
+            int64_t q = 0;
+            for (; q + VW <= P; q += VW)
+                for (int v = 0; v < VW; v++) a[v] += d[q + v];
+            for (; q < P; q++) s += d[q];
+            for (int v = 0; v < VW; v++) s += a[v];
+            j->dbias[c] += s;
+        }
 }
 
 void rt_conv2d_backward(const rt_conv2d_geom *g, const float *x, const float *weight,
                         const float *dy, float *dx, float *dweight, float *dbias, float *ws)
 {
-    if (g->N < 1 || (!dx && !dweight && !dbias)) return;
+    if (g->N < 1) return;
     conv_job j = job_of(g, ws);
     j.x = x, j.weight = weight, j.dy = dy, j.dx = dx, j.dweight = dweight, j.dbias = dbias;
     j.fold = dbias && dweight && !j.pw;
-    rt_par_run(j.parts, job_work(&j), backward_task, &j);
-    /* The parts' sums, in part order, into the first, then added on. */
-    const int64_t K = j.K, Kb = j.fold ? K + 1 : K, C = g->C_out;
-    float *a0 = acc_of(&j, 0);
-    const int64_t used = C * Kb + (dbias && !j.fold ? C : 0);
-    const int64_t from = dweight ? 0 : C * K; /* only dbias: its sums sit after C K */
-    for (int64_t p = 1; p < j.parts; p++) add_into(a0 + from, acc_of(&j, p) + from, used - from);
-    if (dweight)
-        for (int64_t co = 0; co < C; co++) {
-            add_into(dweight + co * K, a0 + co * Kb, K);
-            if (j.fold) dbias[co] += a0[co * Kb + K];
+    const int64_t work = job_work(&j);
+    if (dx) rt_par_run(j.parts, work, dx_task, &j);
+    if (dbias && !j.fold) {
+        j.ntasks = rt_par_threads(g->C_out, g->N * g->C_out * j.P);
+        rt_par_run(j.ntasks, g->N * g->C_out * j.P, db_task, &j);
+    }
+    if (!dweight) return;
+    if (j.fold) memset(j.acc, 0, sizeof(float) * (size_t)(g->C_out * (j.K + 1)));
+    /* as many tasks as threads (each repeats the im2col), at most one per
+     * col block */
+    j.ntasks = rt_par_threads(j.Co, work);
+    if (j.ntasks > j.parts) j.ntasks = j.parts;
+    rt_par_run(j.ntasks, work, dw_task, &j);
+    if (j.fold)
+        for (int64_t co = 0; co < g->C_out; co++) {
+            add_into(dweight + co * j.K, j.acc + co * (j.K + 1), j.K);
+            dbias[co] += j.acc[co * (j.K + 1) + j.K];
         }
-    if (dbias && !j.fold)
-        for (int64_t co = 0; co < C; co++) dbias[co] += a0[C * K + co];
 }
 
 /* ---------------------------------------------------------- reference */
