@@ -31,11 +31,24 @@ static struct {
     void *arg;
     int64_t ntasks;
     int T;
+    int64_t next; /* the next task to claim (atomic) */
 } job;
 
-static void run_tasks(rt_par_fn fn, void *arg, int64_t ntasks, int T, int thread)
+/* A threaded job's tasks are claimed one by one by whichever thread is
+ * free: a worker's wake-up (tens of microseconds) then delays it without
+ * holding back the others. */
+static void claim_tasks(rt_par_fn fn, void *arg, int64_t ntasks, int thread)
 {
-    for (int64_t t = thread; t < ntasks; t += T) fn(arg, t, thread);
+    for (;;) {
+        int64_t t = __atomic_fetch_add(&job.next, 1, __ATOMIC_RELAXED);
+        if (t >= ntasks) return;
+        fn(arg, t, thread);
+    }
+}
+
+static void run_serial(rt_par_fn fn, void *arg, int64_t ntasks)
+{
+    for (int64_t t = 0; t < ntasks; t++) fn(arg, t, 0);
 }
 
 static void *worker(void *p)
@@ -50,9 +63,8 @@ static void *worker(void *p)
         rt_par_fn fn = job.fn;
         void *arg = job.arg;
         int64_t ntasks = job.ntasks;
-        int T = job.T;
         pthread_mutex_unlock(&mu);
-        run_tasks(fn, arg, ntasks, T, id);
+        claim_tasks(fn, arg, ntasks, id);
         pthread_mutex_lock(&mu);
         if (--pending == 0) pthread_cond_signal(&done);
     }
@@ -140,7 +152,7 @@ void rt_par_run(int64_t ntasks, int64_t work, rt_par_fn fn, void *arg)
 {
     int T = rt_par_threads(ntasks, work);
     if (T <= 1 || pthread_mutex_trylock(&busy)) {
-        run_tasks(fn, arg, ntasks, 1, 0);
+        run_serial(fn, arg, ntasks);
         return;
     }
     pthread_once(&once, register_fork);
@@ -151,7 +163,7 @@ void rt_par_run(int64_t ntasks, int64_t work, rt_par_fn fn, void *arg)
     if (T <= 1) {
         pthread_mutex_unlock(&mu);
         pthread_mutex_unlock(&busy);
-        run_tasks(fn, arg, ntasks, 1, 0);
+        run_serial(fn, arg, ntasks);
         return;
     }
     /* One BLAS thread per task thread, set before any worker can start a GEMM. */
@@ -161,11 +173,12 @@ void rt_par_run(int64_t ntasks, int64_t work, rt_par_fn fn, void *arg)
     job.arg = arg;
     job.ntasks = ntasks;
     job.T = T;
+    job.next = 0;
     pending = T - 1;
     generation++;
     pthread_cond_broadcast(&wake);
     pthread_mutex_unlock(&mu);
-    run_tasks(fn, arg, ntasks, T, 0);
+    claim_tasks(fn, arg, ntasks, 0);
     pthread_mutex_lock(&mu);
     while (pending) pthread_cond_wait(&done, &mu);
     pthread_mutex_unlock(&mu);

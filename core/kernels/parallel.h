@@ -3,12 +3,13 @@
  * and pooling kernels spread their work over, so that what runs between
  * two GEMMs uses every core the BLAS threads may use (rt_set_threads).
  *
- * A job is ntasks tasks, numbered 0..ntasks-1; task t runs on thread
- * t % T (T = the threads taking part, thread 0 the caller), each thread
- * its tasks in increasing order.  A kernel that sums partial results over
- * its tasks fixes ntasks from the shapes only, never from T, so its result
- * is the same bit for bit with any thread count (the reduction is done by
- * the caller in task order after the job).
+ * A job is ntasks tasks, numbered 0..ntasks-1, each run once, by
+ * whichever of the T threads taking part (thread 0 the caller) claims it
+ * next; on one thread, in order.  So a task's result must not depend on
+ * the thread that runs it (a thread index is given for per-thread
+ * scratch) nor on the order of the tasks: the kernels give every task its
+ * own outputs, and sums over the batch stay in one task, so their results
+ * are the same bits with any thread count.
  *
  * While a job runs on more than one thread, OpenBLAS is held at one thread
  * (a GEMM inside a task runs on its caller, as one of T) and restored
@@ -31,7 +32,7 @@
 #define RT_PAR_GRAIN 32768
 
 /* fn(arg, task, thread): thread in [0, T), the index of the thread running
- * the task (for per-thread scratch: at most min(ntasks, RT_PAR_MAX) of them). */
+ * the task (for per-thread scratch: T <= min(ntasks, RT_PAR_MAX)). */
 typedef void (*rt_par_fn)(void *arg, int64_t task, int thread);
 
 /* The threads a job of ntasks tasks and `work` floats would run on:
