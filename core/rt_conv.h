@@ -50,19 +50,20 @@ rt_status rt_conv2d_geom_check(rt_ctx *ctx, rt_conv2d_geom *g);
 
 /* Floats of workspace the fast forward and backward need (the same for
  * both, for this N): with K = (C_in/groups) KH KW and P = H_out W_out,
- * rt_conv2d_parts(g) blocks of one sample's im2col block and a row of
- * ones, (K + 1) P (none for a 1x1 kernel of stride 1 without padding: the
- * input is its own col), and an accumulator C_out (K + 1).  About 2 MB a
- * block for 3x3, 64 channels, 56x56; at most 2^23 floats unless one block
- * is larger. */
+ * rt_conv2d_parts(g) col blocks of (K + 1) P (one sample's im2col and a
+ * row of ones) and an accumulator C_out (K + 1); 0 for a 1x1 kernel of
+ * stride 1 without padding (the input is its own col).  About 2 MB a col
+ * block for 3x3, 64 channels, 56x56; the blocks stay within 2^23 floats
+ * unless one is larger. */
 size_t rt_conv2d_workspace(const rt_conv2d_geom *g);
 
-/* The parts the batch is cut into: min(N, 8), fewer when the workspace
- * would pass 2^23 floats; 1 for N <= 1.  Each part is a task of the
- * kernels' worker pool (core/kernels/parallel.h: up to rt_get_threads()
- * threads, each part's GEMMs on one thread).  The backward sums dweight
- * and dbias per part and adds the parts in order, so its result depends
- * on the shapes only, not on the thread count. */
+/* The parts the batch is cut into for y and dx: min(N, 8), fewer when the
+ * col blocks would pass 2^23 floats; 1 for N <= 1.  Each part is a task
+ * of the kernels' worker pool (core/kernels/parallel.h: up to
+ * rt_get_threads() threads, each task's GEMMs on one), using the col block
+ * of its thread.  dweight and dbias are summed in sample order into the
+ * accumulator, the threads splitting its output channels (and the threads
+ * at most the parts), so every result has the serial code's bits. */
 int64_t rt_conv2d_parts(const rt_conv2d_geom *g);
 
 /* y = conv(x, weight) + bias.  bias may be NULL.  im2col + rt_gemm, one
