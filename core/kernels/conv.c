@@ -19,10 +19,10 @@
  * come out as [Co, n P] and need a transpose pass back to NCHW, which costs
  * what it saves; per-sample GEMMs are already large enough for OpenBLAS
  * (the 28x28 CNN's second layer: 64 x 196 x 288).  Threads split the batch
- * instead (parts, below): each runs its samples' im2col, GEMMs and col2im
- * on one core, so the passes between the GEMMs use every core too.  Two
- * threads of one-thread GEMMs on half the batch each also beat OpenBLAS's
- * two threads on every GEMM at these sizes.
+ * instead for y and dx, and the output channels for dweight ("fast",
+ * below): each runs im2col, its GEMMs and col2im on one core, so the
+ * passes between the GEMMs use every core too.  Two threads of one-thread
+ * GEMMs also beat OpenBLAS's two threads on every GEMM at these sizes.
  */
 #include "rt_conv.h"
 
