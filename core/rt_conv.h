@@ -11,11 +11,16 @@
  *   - Forward outputs are overwritten.  Backward gradients ACCUMULATE
  *     (+=): grad input, grad weight, grad bias alike, so the caller zeroes
  *     them once per step and several consumers of one tensor (a residual
- *     branch) simply add.  Any gradient pointer documented as optional may
+ *     branch) simply add.  The _set variants (max pool and train-mode
+ *     batch norm) overwrite the input gradient instead.  Any gradient pointer documented as optional may
  *     be NULL, and then it is neither computed nor touched.
  *   - Geometry is validated once by a *_geom_check function (rt_status and a
  *     message in ctx naming the layer's numbers and the fix); the kernels
  *     then trust it (a geometry that was not checked is the caller's bug).
+ *   - The fast conv, pooling and batch-norm kernels spread their work over
+ *     the kernels' worker pool (core/kernels/parallel.h), on as many
+ *     threads as rt_set_threads gave the BLAS; each GEMM inside then runs
+ *     on one.  Their results are the same bits with any thread count.
  *   - Output sizes follow PyTorch (floor mode):
  *       out = floor((in + 2 pad - dilation (k - 1) - 1) / stride) + 1
  * Nothing here includes the plugin ABI beyond retort.h's types.
@@ -44,11 +49,22 @@ extern "C" {
 rt_status rt_conv2d_geom_check(rt_ctx *ctx, rt_conv2d_geom *g);
 
 /* Floats of workspace the fast forward and backward need (the same for
- * both): with K = (C_in/groups) KH KW and P = H_out W_out, one sample's
- * im2col block and a row of ones, (K + 1) P, and the weights with a bias
- * column, C_out (K + 1); 0 for a 1x1 kernel of stride 1 without padding
- * (the input is its own col).  About 2 MB for 3x3, 64 channels, 56x56. */
+ * both, for this N): with K = (C_in/groups) KH KW and P = H_out W_out,
+ * rt_conv2d_parts(g) col blocks of (K + 1) P (one sample's im2col and a
+ * row of ones) and an accumulator C_out (K + 1); 0 for a 1x1 kernel of
+ * stride 1 without padding (the input is its own col).  About 2 MB a col
+ * block for 3x3, 64 channels, 56x56; the blocks stay within 2^23 floats
+ * unless one is larger. */
 size_t rt_conv2d_workspace(const rt_conv2d_geom *g);
+
+/* The parts the batch is cut into for y and dx: min(N, 8), fewer when the
+ * col blocks would pass 2^23 floats; 1 for N <= 1.  Each part is a task
+ * of the kernels' worker pool (core/kernels/parallel.h: up to
+ * rt_get_threads() threads, each task's GEMMs on one), using the col block
+ * of its thread.  dweight and dbias are summed in sample order into the
+ * accumulator, the threads splitting its output channels (and the threads
+ * at most the parts), so every result has the serial code's bits. */
+int64_t rt_conv2d_parts(const rt_conv2d_geom *g);
 
 /* y = conv(x, weight) + bias.  bias may be NULL.  im2col + rt_gemm, one
  * GEMM per sample and group.  ws: rt_conv2d_workspace(g) floats. */
@@ -82,6 +98,11 @@ void rt_maxpool2d_forward(const rt_pool2d_geom *g, const float *x, float *y, int
 /* dx += dy routed to the argmax of each window. */
 void rt_maxpool2d_backward(const rt_pool2d_geom *g, const float *dy, const int32_t *argmax,
                            float *dx);
+/* The same with dx overwritten: zero where no window routes (the one
+ * exception to "backwards accumulate": a layer's own input gradient needs
+ * no zeroing pass over memory before it, each plane is zeroed in cache). */
+void rt_maxpool2d_backward_set(const rt_pool2d_geom *g, const float *dy, const int32_t *argmax,
+                               float *dx);
 void rt_maxpool2d_forward_ref(const rt_pool2d_geom *g, const float *x, float *y,
                               int32_t *argmax);
 /* The twin finds the argmax again from x (not from the forward's). */
@@ -150,6 +171,12 @@ void rt_batchnorm_train_backward(const float *x, const float *dy, int64_t N, int
                                  int64_t HW, const float *gamma, const float *save_mean,
                                  const float *save_invstd, float *dx, float *dgamma,
                                  float *dbeta);
+/* The same with dx overwritten (dx =, not +=; dgamma and dbeta still
+ * accumulate): no zeroing pass before, no read of dx. */
+void rt_batchnorm_train_backward_set(const float *x, const float *dy, int64_t N, int64_t C,
+                                     int64_t HW, const float *gamma, const float *save_mean,
+                                     const float *save_invstd, float *dx, float *dgamma,
+                                     float *dbeta);
 /* Eval-mode backward (statistics are constants): dx += gamma invstd dy. */
 void rt_batchnorm_eval_backward(const float *x, const float *dy, int64_t N, int64_t C,
                                 int64_t HW, const float *gamma, float eps,
@@ -182,6 +209,20 @@ void rt_batchnorm_eval_backward_ref(const float *x, const float *dy, int64_t N, 
 void rt_residual_add(const float *a, const float *b, float *y, int64_t n);
 /* da += dy, db += dy; either may be NULL. */
 void rt_residual_add_backward(const float *dy, int64_t n, float *da, float *db);
+
+/* ==================================================== elementwise passes */
+
+/* The layer kit's passes between the kernels above, on the same threads
+ * (core/kernels/pointwise.c).  Each is one obvious loop, which the tests
+ * write out as the reference. */
+
+/* x[0..n) = v. */
+void rt_fill(float *x, int64_t n, float v);
+/* y = x > 0 ? x : 0 (NaN -> 0, -0 -> +0); y may not overlap x. */
+void rt_relu_forward(const float *x, float *y, int64_t n);
+/* d = y > 0 ? d : 0, in place: the input gradient of a relu with output y
+ * (or input: the same sign); d may not overlap y. */
+void rt_relu_backward(float *d, const float *y, int64_t n);
 
 #ifdef __cplusplus
 }

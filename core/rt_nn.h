@@ -186,7 +186,8 @@ static inline rt_status rtn_dropout_forward(rtn_dropout *D, rt_ctx *ctx, rt_tens
     if (api->tensor_ensure(ctx, &D->mask, RT_DTYPE_F32, y->ndim, y->shape)) return RT_STATUS_ERR_NOMEM;
     rt_rng *rng = api->ctx_rng(ctx);
     float *mk = rt_f32(D->mask), *v = rt_f32(y), keep = 1.0f - D->p, sc = 1.0f / keep;
-    for (int64_t k = 0; k < rt_numel(y); k++) {
+    const int64_t n = rt_numel(y); /* once: the stores below may alias y's shape as far as gcc knows */
+    for (int64_t k = 0; k < n; k++) {
         mk[k] = api->rng_uniform(rng) < keep ? sc : 0.0f;
         v[k] *= mk[k];
     }

@@ -22,6 +22,10 @@
 
 #include "rt_nn.h"
 
+/* Zeroes an input gradient before a kernel accumulates into it: an
+ * activation's size, on the kernels' threads (rt_api.fill, ABI 2.2). */
+static inline void rtn_zero_dx(rt_tensor *t) { api->fill(rt_f32(t), rt_numel(t), 0.0f); }
+
 /* ---------------------------------------------------------------- conv2d */
 
 typedef struct rtn_conv2d {
@@ -94,7 +98,7 @@ static inline rt_status rtn_conv2d_backward(rtn_conv2d *L, rt_ctx *ctx, const fl
     if (want_dx) {
         int64_t s[4] = {L->g.N, L->g.C_in, L->g.H, L->g.W};
         if (api->tensor_ensure(ctx, &L->dx, RT_DTYPE_F32, 4, s)) return RT_STATUS_ERR_NOMEM;
-        rtn_zero(L->dx); /* the kernel accumulates */
+        rtn_zero_dx(L->dx); /* the kernel accumulates */
         dx = rt_f32(L->dx);
     }
     float *ws = rtn_conv2d_ws(L, ctx);
@@ -193,12 +197,12 @@ static inline rt_status rtn_bn_backward(rtn_bn *B, rt_ctx *ctx, const float *dy,
     if (want_dx) {
         int64_t s[4] = {B->N, B->C, B->H, B->W};
         if (api->tensor_ensure(ctx, &B->dx, RT_DTYPE_F32, B->H ? 4 : 2, s)) return RT_STATUS_ERR_NOMEM;
-        rtn_zero(B->dx);
+        if (!B->train) rtn_zero_dx(B->dx); /* train: the _set kernel overwrites */
         dx = rt_f32(B->dx);
     }
     if (B->train)
-        api->batchnorm_train_backward(x, dy, B->N, B->C, B->HW, rt_f32(B->w), rt_f32(B->smean), rt_f32(B->sinv),
-                                      dx, rt_f32(B->gw), rt_f32(B->gb));
+        api->batchnorm_train_backward_set(x, dy, B->N, B->C, B->HW, rt_f32(B->w), rt_f32(B->smean),
+                                          rt_f32(B->sinv), dx, rt_f32(B->gw), rt_f32(B->gb));
     else
         api->batchnorm_eval_backward(x, dy, B->N, B->C, B->HW, rt_f32(B->w), B->eps, rt_f32(B->rm),
                                      rt_f32(B->rv), dx, rt_f32(B->gw), rt_f32(B->gb));
@@ -274,39 +278,28 @@ static inline rt_status rtn_pool2d_backward(rtn_pool2d *P, rt_ctx *ctx, const fl
 {
     int64_t s[4] = {P->g.N, P->g.C, P->g.H, P->g.W};
     if (api->tensor_ensure(ctx, &P->dx, RT_DTYPE_F32, 4, s)) return RT_STATUS_ERR_NOMEM;
-    rtn_zero(P->dx);
-    if (P->kind == RTN_POOL_MAX) api->maxpool2d_backward(&P->g, dy, rt_i32(P->argmax), rt_f32(P->dx));
-    else if (P->kind == RTN_POOL_AVG) api->avgpool2d_backward(&P->g, 1, dy, rt_f32(P->dx));
+    if (P->kind == RTN_POOL_MAX) {
+        api->maxpool2d_backward_set(&P->g, dy, rt_i32(P->argmax), rt_f32(P->dx)); /* overwrites */
+        return RT_STATUS_OK;
+    }
+    rtn_zero_dx(P->dx);
+    if (P->kind == RTN_POOL_AVG) api->avgpool2d_backward(&P->g, 1, dy, rt_f32(P->dx));
     else api->global_avgpool_backward(dy, P->g.N, P->g.C, P->g.H * P->g.W, rt_f32(P->dx));
     return RT_STATUS_OK;
 }
 
 /* ------------------------------------------------------------------ relu */
 
-/* o = max(x, 0) (NaN and -0 give +0), n values; blocks of 8 between
- * restrict parameters: the form gcc -O2 vectorises (the plain loop, with
- * the count re-read each turn, was 15% of a cnn training step). */
-static inline void rtn_relu_rows(float *restrict o, const float *restrict x, int64_t n)
-{
-    int64_t k = 0;
-    for (; k + 8 <= n; k += 8)
-        for (int j = 0; j < 8; j++) o[k + j] = x[k + j] > 0 ? x[k + j] : 0.0f;
-    for (; k < n; k++) o[k] = x[k] > 0 ? x[k] : 0.0f;
-}
-
-/* *y = max(x, 0) (a tensor of x's shape, [N, ...]); y may not alias x. */
+/* *y = max(x, 0) (a tensor of x's shape, [N, ...]); y may not alias x.
+ * On the kernels' threads (rt_api.relu_forward, ABI 2.2). */
 static inline rt_status rtn_relu_forward(rt_tensor **y, rt_ctx *ctx, const float *x, int ndim, const int64_t *shape)
 {
     if (api->tensor_ensure(ctx, y, RT_DTYPE_F32, ndim, shape)) return RT_STATUS_ERR_NOMEM;
-    rtn_relu_rows(rt_f32(*y), x, rt_numel(*y));
+    api->relu_forward(x, rt_f32(*y), rt_numel(*y));
     return RT_STATUS_OK;
 }
 
 /* d *= (y > 0), in place: the input gradient of a relu with output y. */
-static inline void rtn_relu_backward(float *d, const float *y, int64_t n)
-{
-    for (int64_t k = 0; k < n; k++)
-        if (!(y[k] > 0)) d[k] = 0.0f;
-}
+static inline void rtn_relu_backward(float *d, const float *y, int64_t n) { api->relu_backward(d, y, n); }
 
 #endif /* RT_NN_CONV_H */

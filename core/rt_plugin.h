@@ -57,7 +57,7 @@ extern "C" {
 #endif
 
 #define RT_ABI_MAJOR 2
-#define RT_ABI_MINOR 1 /* 2.1: the language-model and conv kernels blocks at the end of rt_api */
+#define RT_ABI_MINOR 2 /* 2.1: the language-model and conv kernels blocks at the end of rt_api; 2.2: fill, relu, overwriting backwards */
 #define RT_MAX_DIMS 6
 
 #if defined(__GNUC__)
@@ -489,9 +489,12 @@ typedef struct rt_api {
     void (*tensor_retain)(rt_tensor *t);
     void (*tensor_release)(rt_tensor *t); /* NULL is a no-op */
     /* Makes *slot a contiguous tensor of exactly this dtype and shape,
-     * reusing it when it already is one (contents then kept), else
-     * releasing it and allocating a zeroed one.  The way plugins keep a
-     * step allocation-free. */
+     * reusing it when it already is one (contents then kept), else a
+     * zeroed one: *slot itself reshaped in its own storage when nothing
+     * else references it or its storage and the storage holds the bytes
+     * (up to 16 times them), else a new one (the old released).  The way
+     * plugins keep a step allocation-free, also when the batch size
+     * alternates (training, the last batch, evaluation). */
     rt_status (*tensor_ensure)(rt_ctx *ctx, rt_tensor **slot, rt_dtype dtype,
                                int ndim, const int64_t *shape);
     /* "[128, 10]" into buf; returns buf. */
@@ -685,6 +688,18 @@ typedef struct rt_api {
                                     const float *running_var, float *dx, float *dgamma, float *dbeta);
     void (*residual_add)(const float *a, const float *b, float *y, int64_t n);
     void (*residual_add_backward)(const float *dy, int64_t n, float *da, float *db);
+
+    /* ---- elementwise passes ---- (ABI 2.2; core/rt_conv.h: on the conv
+     * kernels' threads, the layer kit's zeroing of input gradients and its
+     * relu, which ran on one thread of two) */
+    void (*fill)(float *x, int64_t n, float v);
+    void (*relu_forward)(const float *x, float *y, int64_t n);
+    void (*relu_backward)(float *d, const float *y, int64_t n);
+    /* as maxpool2d_backward / batchnorm_train_backward, dx overwritten */
+    void (*maxpool2d_backward_set)(const rt_pool2d_geom *g, const float *dy, const int32_t *argmax, float *dx);
+    void (*batchnorm_train_backward_set)(const float *x, const float *dy, int64_t N, int64_t C, int64_t HW,
+                                         const float *gamma, const float *save_mean, const float *save_invstd,
+                                         float *dx, float *dgamma, float *dbeta);
 } rt_api;
 
 /* ---- language-model kernels: the generation capability ---- */

@@ -386,6 +386,37 @@ int rt_tensor_same_shape(const rt_tensor *a, const rt_tensor *b)
     return 1;
 }
 
+/* rt_tensor_ensure's reuse: t becomes a zeroed contiguous tensor of this
+ * dtype and shape in its own storage, when nobody else can see the change
+ * (one reference to t, one to its storage, no offset) and the storage
+ * holds the bytes, but not more than 16 times them (memory a much smaller
+ * shape would keep for nothing).  A layer's output that alternates between
+ * the training batch, the last smaller batch and the evaluation batch then
+ * keeps its largest storage, instead of freeing and faulting in a fresh
+ * one at every switch (13% of a CNN run's time was clear_page under
+ * rt_tensor_ensure).  Returns 1 when done, 0 to allocate instead. */
+static int reshape_in_place(rt_tensor *t, rt_dtype dtype, int ndim, const int64_t *shape)
+{
+    int64_t n;
+    size_t bytes;
+    if (!t || t->refcount != 1 || !t->storage || t->storage->refcount != 1 || t->offset != 0 ||
+        t->data != t->storage->data || !dtype_ok(dtype) || check_shape(NULL, ndim, shape, &n) ||
+        __builtin_mul_overflow((size_t)n, rt_dtype_size(dtype), &bytes) || bytes > t->storage->nbytes ||
+        t->storage->nbytes / 16 > bytes)
+        return 0;
+    t->dtype = dtype;
+    t->ndim = ndim;
+    int64_t st = 1;
+    for (int i = ndim - 1; i >= 0; i--) {
+        t->shape[i] = shape[i];
+        t->stride[i] = st;
+        st *= shape[i];
+    }
+    for (int i = ndim; i < RT_MAX_DIMS; i++) t->shape[i] = t->stride[i] = 0;
+    memset(t->data, 0, bytes);
+    return 1;
+}
+
 rt_status rt_tensor_ensure(rt_ctx *ctx, rt_tensor **slot, rt_dtype dtype, int ndim, const int64_t *shape)
 {
     rt_tensor *t = *slot;
@@ -394,6 +425,7 @@ rt_status rt_tensor_ensure(rt_ctx *ctx, rt_tensor **slot, rt_dtype dtype, int nd
         for (int i = 0; i < ndim; i++) same &= t->shape[i] == shape[i];
         if (same) return RT_STATUS_OK;
     }
+    if (reshape_in_place(t, dtype, ndim, shape)) return RT_STATUS_OK;
     rt_tensor *n = rt_tensor_new(ctx, dtype, ndim, shape);
     if (!n) return rt_ctx_status(ctx);
     rt_tensor_release(t);

@@ -151,6 +151,11 @@ static const rt_api host_api = {
     .batchnorm_eval_backward = rt_batchnorm_eval_backward,
     .residual_add = rt_residual_add,
     .residual_add_backward = rt_residual_add_backward,
+    .fill = rt_fill,
+    .relu_forward = rt_relu_forward,
+    .relu_backward = rt_relu_backward,
+    .maxpool2d_backward_set = rt_maxpool2d_backward_set,
+    .batchnorm_train_backward_set = rt_batchnorm_train_backward_set,
 };
 
 const rt_api *rt_host_api(void) { return &host_api; }

@@ -9,6 +9,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "parallel.h"
 #include "vec.h"
 
 rt_status rt_pool2d_geom_check(rt_ctx *ctx, rt_pool2d_geom *g, const char *what)
@@ -111,7 +112,7 @@ static int maxpool_2x2(const rt_pool2d_geom *g, const float *x, float *y, int32_
     return 1;
 }
 
-void rt_maxpool2d_forward(const rt_pool2d_geom *g, const float *x, float *y, int32_t *argmax)
+static void maxpool_forward(const rt_pool2d_geom *g, const float *x, float *y, int32_t *argmax)
 {
     const int64_t H = g->H, W = g->W, Ho = g->H_out, Wo = g->W_out;
     if (g->KH == 2 && g->KW == 2 && g->stride_h == 2 && g->stride_w == 2 && g->pad_h == 0 &&
@@ -146,8 +147,8 @@ void rt_maxpool2d_forward(const rt_pool2d_geom *g, const float *x, float *y, int
     }
 }
 
-void rt_maxpool2d_backward(const rt_pool2d_geom *g, const float *dy, const int32_t *argmax,
-                           float *dx)
+static void maxpool_backward(const rt_pool2d_geom *g, const float *dy, const int32_t *argmax,
+                             float *dx)
 {
     const int64_t HW = g->H * g->W, P = g->H_out * g->W_out;
     for (int64_t pl = 0; pl < g->N * g->C; pl++) {
@@ -234,8 +235,8 @@ static win window(const rt_pool2d_geom *g, int cip, int64_t oh, int64_t ow)
     return r;
 }
 
-void rt_avgpool2d_forward(const rt_pool2d_geom *g, int count_include_pad, const float *x,
-                          float *y)
+static void avgpool_forward(const rt_pool2d_geom *g, int count_include_pad, const float *x,
+                            float *y)
 {
     const int64_t H = g->H, W = g->W, Ho = g->H_out, Wo = g->W_out;
     for (int64_t oh = 0; oh < Ho; oh++)
@@ -251,8 +252,8 @@ void rt_avgpool2d_forward(const rt_pool2d_geom *g, int count_include_pad, const 
         }
 }
 
-void rt_avgpool2d_backward(const rt_pool2d_geom *g, int count_include_pad, const float *dy,
-                           float *dx)
+static void avgpool_backward(const rt_pool2d_geom *g, int count_include_pad, const float *dy,
+                             float *dx)
 {
     const int64_t H = g->H, W = g->W, Ho = g->H_out, Wo = g->W_out;
     for (int64_t oh = 0; oh < Ho; oh++)
@@ -323,7 +324,7 @@ void rt_avgpool2d_backward_ref(const rt_pool2d_geom *g, int count_include_pad,
 
 /* ------------------------------------------------- global average pool */
 
-void rt_global_avgpool_forward(const float *x, int64_t N, int64_t C, int64_t HW, float *y)
+static void gap_forward(const float *x, int64_t N, int64_t C, int64_t HW, float *y)
 {
     float inv = 1.0f / (float)HW;
     for (int64_t pl = 0; pl < N * C; pl++) {
@@ -338,7 +339,7 @@ void rt_global_avgpool_forward(const float *x, int64_t N, int64_t C, int64_t HW,
     }
 }
 
-void rt_global_avgpool_backward(const float *dy, int64_t N, int64_t C, int64_t HW, float *dx)
+static void gap_backward(const float *dy, int64_t N, int64_t C, int64_t HW, float *dx)
 {
     float inv = 1.0f / (float)HW;
     for (int64_t pl = 0; pl < N * C; pl++) {
@@ -364,4 +365,110 @@ void rt_global_avgpool_backward_ref(const float *dy, int64_t N, int64_t C, int64
     for (int64_t pl = 0; pl < N * C; pl++)
         for (int64_t j = 0; j < HW; j++)
             dx[pl * HW + j] = (float)(dx[pl * HW + j] + (double)dy[pl] / (double)HW);
+}
+
+/* ------------------------------------------------------ the dispatch */
+
+/* Every kernel above treats the N C planes independently, each in the
+ * same order whatever the other planes do, so the planes are split into
+ * ranges, one per thread (parallel.h), with the same results as one
+ * thread.  A range is the kernel on a geometry of N = 1, C = its planes. */
+typedef enum pool_op { MAX_FWD, MAX_BWD, MAX_BWD_SET, AVG_FWD, AVG_BWD, GAP_FWD, GAP_BWD } pool_op;
+
+typedef struct pool_job {
+    pool_op op;
+    rt_pool2d_geom g; /* GAP: H = HW, W = 1, H_out = W_out = 1 */
+    int cip;
+    const float *x, *dy;
+    float *y, *dx;
+    int32_t *argmax;
+    const int32_t *argmax_in;
+    int64_t ntasks;
+} pool_job;
+
+static void pool_task(void *arg, int64_t task, int thread)
+{
+    const pool_job *j = arg;
+    int64_t p0, p1;
+    rt_par_range(j->g.N * j->g.C, j->ntasks, task, &p0, &p1);
+    rt_pool2d_geom g = j->g;
+    g.N = 1;
+    g.C = p1 - p0;
+    const int64_t in = p0 * g.H * g.W, out = p0 * g.H_out * g.W_out;
+    switch (j->op) {
+    case MAX_FWD: maxpool_forward(&g, j->x + in, j->y + out, j->argmax ? j->argmax + out : NULL); break;
+    case MAX_BWD: maxpool_backward(&g, j->dy + out, j->argmax_in + out, j->dx + in); break;
+    case MAX_BWD_SET:
+        /* plane by plane, zeroed while it is in cache, then routed */
+        for (int64_t p = 0; p < g.C; p++) {
+            rt_pool2d_geom one = g;
+            one.C = 1;
+            memset(j->dx + in + p * g.H * g.W, 0, sizeof(float) * (size_t)(g.H * g.W));
+            maxpool_backward(&one, j->dy + out + p * g.H_out * g.W_out, j->argmax_in + out + p * g.H_out * g.W_out,
+                             j->dx + in + p * g.H * g.W);
+        }
+        break;
+    case AVG_FWD: avgpool_forward(&g, j->cip, j->x + in, j->y + out); break;
+    case AVG_BWD: avgpool_backward(&g, j->cip, j->dy + out, j->dx + in); break;
+    case GAP_FWD: gap_forward(j->x + in, 1, g.C, g.H, j->y + out); break;
+    case GAP_BWD: gap_backward(j->dy + out, 1, g.C, g.H, j->dx + in); break;
+    }
+}
+
+static void pool_run(pool_job *j)
+{
+    int64_t planes = j->g.N * j->g.C, work = planes * j->g.H * j->g.W;
+    j->ntasks = rt_par_threads(planes, work);
+    rt_par_run(j->ntasks, work, pool_task, j);
+}
+
+void rt_maxpool2d_forward(const rt_pool2d_geom *g, const float *x, float *y, int32_t *argmax)
+{
+    pool_job j = {.op = MAX_FWD, .g = *g, .x = x, .y = y, .argmax = argmax};
+    pool_run(&j);
+}
+
+void rt_maxpool2d_backward(const rt_pool2d_geom *g, const float *dy, const int32_t *argmax,
+                           float *dx)
+{
+    pool_job j = {.op = MAX_BWD, .g = *g, .dy = dy, .argmax_in = argmax, .dx = dx};
+    pool_run(&j);
+}
+
+void rt_maxpool2d_backward_set(const rt_pool2d_geom *g, const float *dy, const int32_t *argmax,
+                               float *dx)
+{
+    pool_job j = {.op = MAX_BWD_SET, .g = *g, .dy = dy, .argmax_in = argmax, .dx = dx};
+    pool_run(&j);
+}
+
+void rt_avgpool2d_forward(const rt_pool2d_geom *g, int count_include_pad, const float *x,
+                          float *y)
+{
+    pool_job j = {.op = AVG_FWD, .g = *g, .cip = count_include_pad, .x = x, .y = y};
+    pool_run(&j);
+}
+
+void rt_avgpool2d_backward(const rt_pool2d_geom *g, int count_include_pad, const float *dy,
+                           float *dx)
+{
+    pool_job j = {.op = AVG_BWD, .g = *g, .cip = count_include_pad, .dy = dy, .dx = dx};
+    pool_run(&j);
+}
+
+static rt_pool2d_geom gap_geom(int64_t N, int64_t C, int64_t HW)
+{
+    return (rt_pool2d_geom){.N = N, .C = C, .H = HW, .W = 1, .H_out = 1, .W_out = 1};
+}
+
+void rt_global_avgpool_forward(const float *x, int64_t N, int64_t C, int64_t HW, float *y)
+{
+    pool_job j = {.op = GAP_FWD, .g = gap_geom(N, C, HW), .x = x, .y = y};
+    pool_run(&j);
+}
+
+void rt_global_avgpool_backward(const float *dy, int64_t N, int64_t C, int64_t HW, float *dx)
+{
+    pool_job j = {.op = GAP_BWD, .g = gap_geom(N, C, HW), .dy = dy, .dx = dx};
+    pool_run(&j);
 }

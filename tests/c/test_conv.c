@@ -220,11 +220,14 @@ static void test_conv_vs_ref(void)
         conv_bufs c;
         conv_alloc(&c, &g);
         int64_t K = g.C_in / g.groups * g.KH * g.KW;
+        /* a col block per part and an accumulator; nothing when pointwise */
+        int64_t parts = g.N < 8 ? g.N : 8;
+        CHECK(rt_conv2d_parts(&g) == parts);
         CHECK(rt_conv2d_workspace(&g) ==
               ((g.KH == 1 && g.KW == 1 && g.stride_h == 1 && g.stride_w == 1 && g.pad_h == 0 &&
                 g.pad_w == 0)
                    ? 0
-                   : (size_t)((K + 1) * g.H_out * g.W_out + g.C_out * (K + 1))));
+                   : (size_t)(parts * (K + 1) * g.H_out * g.W_out + g.C_out * (K + 1))));
         float *yr = falloc(c.ny);
         for (int wb = 0; wb < 2; wb++) {
             rt_conv2d_forward(&g, c.x, c.w, wb ? c.b : NULL, c.y, c.ws);
