@@ -16,9 +16,9 @@ local rt = require "retort"
 
 local o = rt.util.args(arg, {
   seeds = 3,
-  epochs = 10,             -- MLP students
-  cnn_epochs = 5,          -- CNN students
-  teacher_epochs = 10,     -- when the teacher is trained here
+  epochs = 20,             -- MLP students (as in the demo)
+  cnn_epochs = 10,         -- CNN students (as in the demo)
+  teacher_epochs = 12,     -- when the teacher is trained here
   teacher = "runs/fashion_mnist/teacher/best.safetensors", -- make demo writes it
   batch = 128,
   lr = 1e-3,
