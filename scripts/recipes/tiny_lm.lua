@@ -5,9 +5,15 @@
 -- order: on the next tokens alone (CE), and with token-level KD (forward
 -- KL at T = 1, weight 0.5, plus CE 0.5).  Prints validation bits per byte,
 -- next-token accuracy and agreement with the teacher, training tokens/s,
--- and a generated sample of each.
+-- and a generated sample of each.  Two more rows with the same student
+-- init and step budget: (c) sequence-level KD (Kim & Rush 2016): CE on a
+-- corpus the teacher wrote (rt.lm_corpus: 4 * steps continuations of
+-- 16-token prompts from the training windows, temperature 1), and (d)
+-- on-policy KD (GKD as TRL: JSD(beta = 0.5), half the batches the
+-- student's own continuations of 16-token prompts at temperature 0.9).
 --
---   retort run scripts/recipes/tiny_lm.lua [--quick] [--steps 600] [--help]
+--   retort run scripts/recipes/tiny_lm.lua [--quick] [--steps 600]
+--     [--methods ce,kd,seq,onpolicy] [--help]
 --
 -- --quick: 300 steps of batch 16 and 500 validation windows (a couple of
 -- minutes on two cores); the defaults (600 steps of batch 32) are the
@@ -24,9 +30,21 @@ local o = rt.util.args(arg, {
   threads = 2,
   quick = false,
   quiet = true,
+  methods = "all",      -- students after the teacher: ce, kd, seq, onpolicy, comma-separated (all: every one)
   out = "runs/tiny_lm",
 }, "Distils a 3-layer GPT into a 5x smaller one on the fortunes corpus, token by token.")
 if o.quick then o.steps, o.batch, o.val_windows = 300, 16, 500 end
+
+-- --methods: the student rows to train (the teacher always is)
+local METHODS = { ce = true, kd = true, seq = true, onpolicy = true }
+local methods = {}
+for m in o.methods:gmatch("[^,%s]+") do
+  if m ~= "all" and not METHODS[m] then
+    error(("--methods: unknown method '%s' (ce, kd, seq, onpolicy or all, comma-separated)"):format(m), 0)
+  end
+  methods[m] = true
+end
+local function want(m) return methods.all or methods[m] end
 
 rt.set_threads(o.threads)
 local train, val = rt.data.fortunes{ context = o.context, windows = o.steps * o.batch, seed = o.seed,
@@ -36,11 +54,12 @@ print(("retort %s: fortunes, %d files, %d bytes (%d train, %d validation tokens)
   .. " tokens"):format(rt.version, info.files, info.bytes, info.train_tokens, info.val_tokens, o.steps, o.batch,
   o.context))
 
-local function fit(name, net, loss, teacher)
+local function fit(name, net, loss, teacher, extra)
   local t0 = rt.clock()
   local cfg = { student = net, data = train, epochs = 1, batch = o.batch, seed = o.seed, quiet = o.quiet,
                 optimizer = rt.optim.adam{ lr = o.lr }, schedule = rt.schedule.cosine{ lr = o.lr },
                 out = o.out .. "/" .. name, overwrite = true, name = name }
+  for k, v in pairs(extra or {}) do cfg[k] = v end -- (c) and (d): other data, on_policy
   if teacher then
     cfg.teacher, cfg.loss, cfg.cache_teacher = teacher, loss, false
     rt.distill(cfg)
@@ -66,10 +85,35 @@ local teacher_net = rt.student("gpt", big)
 local tps = fit("teacher", teacher_net)
 local teacher = rt.teacher(teacher_net)
 row("teacher", teacher_net, tps)
-local alone = rt.student("gpt", small)
-row("student alone (CE)", alone, fit("student_ce", alone, nil, nil), teacher)
-local kd = rt.student("gpt", small)
-row("student KD 0.5 + CE 0.5", kd, fit("student_kd", kd, { { rt.loss("kd", { temperature = 1 }), 0.5, name = "kd" },
-                                                       { rt.loss("ce"), 0.5, name = "ce" } }, teacher), teacher)
+if want("ce") then
+  local alone = rt.student("gpt", small)
+  row("student alone (CE)", alone, fit("student_ce", alone, nil, nil), teacher)
+end
+if want("kd") then
+  local kd = rt.student("gpt", small)
+  row("student KD 0.5 + CE 0.5", kd, fit("student_kd", kd, { { rt.loss("kd", { temperature = 1 }), 0.5, name = "kd" },
+                                                         { rt.loss("ce"), 0.5, name = "ce" } }, teacher), teacher)
+end
+-- (c) sequence-level: the teacher writes 4 * steps samples of 16 prompt
+-- tokens and context - 16 sampled ones (within its context, so every
+-- token is one step of the key/value cache); the student learns them by
+-- CE over the same number of random windows of the corpus.
+if want("seq") then
+  local c = rt.lm_corpus{ teacher = teacher, prompts = train, count = 4 * o.steps, prompt_tokens = 16,
+                          max_tokens = o.context - 16, temperature = 1, seed = o.seed, out = o.out .. "/corpus",
+                          quiet = o.quiet }
+  print(("corpus: %d tokens from the teacher at %.0f tokens/s -> %s"):format(c.tokens, c.tokens_per_s or 0, c.path))
+  local corpus = rt.data.lm_corpus{ path = c.dir, context = o.context, windows = o.steps * o.batch, seed = o.seed }
+  local seq = rt.student("gpt", small)
+  row("student seq-level KD (CE on teacher text)", seq, fit("student_seq", seq, nil, nil, { data = corpus }), teacher)
+end
+-- (d) on-policy (GKD as TRL): JSD(beta = 0.5); lambda = 0.5 of the
+-- batches are the student's continuations of the windows' first 16 tokens.
+if want("onpolicy") then
+  local op = rt.student("gpt", small)
+  row("student on-policy GKD (JSD 0.5)", op, fit("student_onpolicy", op,
+    { { rt.loss("jsd", { beta = 0.5 }), 1, name = "jsd" } }, teacher,
+    { on_policy = { lambda = 0.5, temperature = 0.9, prompt_tokens = 16, seed = o.seed } }), teacher)
+end
 print(rt.util.format_table({ "model", "params", "val bpb", "next-token acc", "agreement", "train tok/s", "gen tok/s" },
   rows))

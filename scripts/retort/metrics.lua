@@ -53,9 +53,11 @@ function rt.data_provenance(ds)
   end
   -- subset: which rows of which parent (ds:split, ds:subset): count,
   -- sha256 of the 1-based id list, how it was made; labels: which labels
-  -- ds:keep_labels kept (the others are -1, unlabelled)
+  -- ds:keep_labels kept (the others are -1, unlabelled); generated: a
+  -- teacher-generated corpus's provenance (rt.data.lm_corpus)
   return { name = info.name or "(in memory)", license = info.license or "(not declared)", origin = info.origin,
-           samples = ds:size(), files = files, classes = info.classes, subset = info.subset, labels = info.labels }
+           samples = ds:size(), files = files, classes = info.classes, subset = info.subset, labels = info.labels,
+           generated = info.generated }
 end
 
 -- A teacher's provenance: plugin, options and, when an option names a

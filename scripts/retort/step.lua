@@ -13,8 +13,10 @@ local util = rt.util
 local function train_step(run, x, y, idx, epoch, step, sums)
   local student, teacher, terms, plan = run.student, run.teacher, run.terms, run.plan
   local tz
+  -- an on-policy batch (lm_distill.lua): generated x, its own mask
+  local policy = run.policy_batch
   if teacher then
-    if run.cache then
+    if run.cache and not policy then
       tz = rt.cache.teacher_rows(run, idx)
     else
       tz = teacher:forward(x, idx)
@@ -32,17 +34,21 @@ local function train_step(run, x, y, idx, epoch, step, sums)
   -- mean is over those rows) and are skipped, value 0, when it has none.
   local mask, labelled
   if run.unlabelled and y then run.mask, labelled = rt.label_mask(y, run.mask); mask = run.mask end
+  -- On-policy (GKD, as TRL): every term sees the generated positions only,
+  -- and the terms that need the data's labels are skipped, value 0.
+  if policy then mask, labelled = policy.mask, 0 end
   for i, t in ipairs(terms) do
     local w = rt.terms.apply_schedules(t, epoch, step)
     local v
     local routed = t.features and (#t.features > 0 or t.binds)
-    local tmask = t.needs_target and mask or nil
-    if tmask and labelled == 0 then
+    local tmask = (t.needs_target or policy) and mask or nil
+    if tmask and labelled == 0 and t.needs_target then
       v, routed, w = 0, true, 0
     elseif routed then
       v = rt.run_abi.term(plan, t, student, teacher, s, tz, y, epoch, step, w, grad, tmask)
     elseif tmask then
-      local a = { s, t.needs_teacher and tz or nil, y, epoch = epoch, step = step, mask = tmask }
+      local a = { s, t.needs_teacher and tz or nil, t.needs_target and y or nil, epoch = epoch, step = step,
+                  mask = tmask }
       v = t.loss:forward(a)
       if w ~= 0 and v == v then
         a.scale, a.grad = w, grad

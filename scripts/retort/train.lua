@@ -18,6 +18,7 @@ local DISTILL_KEYS = {
   teacher = 1, student = 1, data = 1, eval = 1, loss = 1, optimizer = 1, schedule = 1, epochs = 1, batch = 1,
   seed = 1, out = 1, resume = 1, quiet = 1, log_every = 1, cache_teacher = 1, name = 1, eval_teacher = 1,
   on_epoch = 1, val = 1, patience = 1, overwrite = 1, augment = 1,
+  on_policy = 1,
 }
 
 -- rt.distill{ teacher, student, data, val, eval, loss, optimizer, schedule,
@@ -124,6 +125,8 @@ local function distill(cfg, at)
   local log_every = cfg.log_every or 50
   util.check_run{ student = student, teacher = teacher, terms = terms, data = data, eval = cfg.eval,
                   eval_teacher = eval_teacher }
+  -- on_policy (GKD): its settings, checked before the run folder is claimed (lm_distill.lua)
+  local policy = rt.on_policy.check(cfg, terms, data, teacher)
 
   -- run folder, metrics, resume (which restores the RNG seeded here)
   rt.seed(seed)
@@ -149,6 +152,7 @@ local function distill(cfg, at)
                               optimizer = opt, schedule = schedule, epochs = epochs,
                               steps_per_epoch = steps_per_epoch }
     manifest.epochs, manifest.batch = epochs, bs
+    manifest.on_policy = policy and policy.record
     local mode = at_caller(folder.claim, folder, manifest, { resume = cfg.resume, overwrite = cfg.overwrite })
     local ck = out .. "/" .. rt.checkpoint.CHECKPOINT
     if mode == "resume" then
@@ -209,11 +213,13 @@ local function distill(cfg, at)
     local b = 0
     for x, y, idx in data:batches(bs, { shuffle = true, seed = seed, epoch = epoch, augment = cfg.augment }) do
       at.step, at.epoch = step, epoch
+      if policy then x, y = rt.on_policy.batch(policy, run, x, y, step) end
       local total, values, lr = rt.step.train_step(run, x, y, idx, epoch, step, sums)
       count = count + #x
       b = b + 1
       if metrics and log_every > 0 and step % log_every == 0 then
-        metrics.write{ event = "step", epoch = epoch + 1, step = step, lr = lr, loss = total, terms = values }
+        metrics.write{ event = "step", epoch = epoch + 1, step = step, lr = lr, loss = total, terms = values,
+                       on_policy = run.policy_batch and run.policy_batch.count or nil }
       end
       step = step + 1
       progress:update(b, rt.terms.progress_text(terms, values, total))
@@ -260,6 +266,7 @@ local function distill(cfg, at)
   if metrics then metrics.close() end
   if manifest then
     manifest.finished, manifest.status, manifest.steps = rt.utc_now(), "finished", step
+    if policy then manifest.on_policy.batches = rt.on_policy.count(policy, step) end
     manifest.checkpoints.best_epoch, manifest.checkpoints.best_accuracy = best_epoch, best_acc
     for _, row in ipairs(history) do
       -- the best weights' figures on the test data, when chosen on val
