@@ -297,6 +297,18 @@ rt_status rt_optim_restore(rt_optim *o, rt_ctx *ctx, const rt_param *params,
                            void *ud);
 const rt_optim_cfg *rt_optim_config(const rt_optim *o);
 
+/* Gradient clipping by global norm (torch.nn.utils.clip_grad_norm_ with
+ * norm_type 2): norm = sqrt(sum over every TRAINABLE parameter with a
+ * gradient of sum g^2), accumulated in double.  When max_norm > 0 and
+ * norm > max_norm, every such gradient is multiplied by max_norm / norm,
+ * so the clipped global norm is max_norm (PyTorch divides by norm + 1e-6;
+ * here exactly); otherwise nothing is written.  *norm (may be NULL) gets
+ * the norm before clipping.  A non-finite norm leaves the gradients as
+ * they are (the optimizer's step then names the bad parameter).
+ * max_norm NaN, +-inf or <= 0 is RT_STATUS_ERR_ARG. */
+rt_status rt_clip_grad_norm(rt_ctx *ctx, const rt_param *params, int n,
+                            double max_norm, double *norm);
+
 typedef enum rt_sched_kind {
     RT_SCHED_CONSTANT = 1,
     RT_SCHED_STEP = 2,   /* lr * gamma^floor(step / step_size) */

@@ -109,11 +109,14 @@ static int o_step(lua_State *L)
     linst *s = rtL_checkinst(L, 2, MT_STUDENT);
     float lr = (float)luaL_optnumber(L, 3, rt_optim_config(u->o)->lr);
     int n;
-    /* extras (arg 4): { {prefix, loss}, ... } whose own parameters train too */
-    rt_param *p = lua_isnoneornil(L, 4) ? rtL_push_params(L, s->i, &n) : rtL_run_params(L, s->i, 4, &n);
+    /* extras (arg 4): { {prefix, loss}, ... } whose own parameters train
+     * too.  Tested before rtL_push_params pushes its box: without extras
+     * that box lands at index 4. */
+    int extras = !lua_isnoneornil(L, 4);
+    rt_param *p = extras ? rtL_run_params(L, s->i, 4, &n) : rtL_push_params(L, s->i, &n);
     if (rt_optim_step(u->o, S(L)->ctx, p, n, lr)) return rtL_fail(L);
     rt_student_zero_grad(s->i);
-    for (lua_Integer k = 1; !lua_isnoneornil(L, 4) && k <= luaL_len(L, 4); k++) {
+    for (lua_Integer k = 1; extras && k <= luaL_len(L, 4); k++) {
         lua_rawgeti(L, 4, k);
         lua_rawgeti(L, -1, 2);
         rt_loss_zero_grad(rtL_checkinst(L, -1, MT_LOSS)->i);
@@ -271,8 +274,25 @@ static int l_schedule_lr(lua_State *L)
 static const luaL_Reg optim_methods[] = {
     {"step", o_step}, {"lr", o_lr}, {"config", o_config}, {"steps", o_steps}, {"state", o_state}, {"restore", o_restore}, {NULL, NULL}};
 
+/* rt.clip_grad_norm(student, max_norm [, extras]) -> the global norm
+ * before clipping: rt_clip_grad_norm over the parameters opt:step would
+ * update (the student's, and with extras { {prefix, loss}, ... } those
+ * losses' own), scaling their gradients in place when above max_norm. */
+static int l_clip_grad_norm(lua_State *L)
+{
+    linst *s = rtL_checkinst(L, 1, MT_STUDENT);
+    double max_norm = luaL_checknumber(L, 2);
+    int n;
+    rt_param *p = lua_isnoneornil(L, 3) ? rtL_push_params(L, s->i, &n) : rtL_run_params(L, s->i, 3, &n);
+    double norm;
+    if (rt_clip_grad_norm(S(L)->ctx, p, n, max_norm, &norm)) return rtL_fail(L);
+    lua_pushnumber(L, norm);
+    return 1;
+}
+
 static const luaL_Reg optim_functions[] = {
     {"optimizer", l_optimizer},
+    {"clip_grad_norm", l_clip_grad_norm},
     {"schedule_lr", l_schedule_lr},
     {NULL, NULL}};
 

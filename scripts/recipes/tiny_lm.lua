@@ -24,7 +24,11 @@ local o = rt.util.args(arg, {
   steps = 600,          -- optimizer steps of each model (one epoch of steps * batch random windows)
   batch = 32,
   context = 64,
-  lr = 1e-3,            -- Adam, cosine-decayed to 0 (3e-3 diverges slowly for the teacher)
+  lr = 6e-3,            -- Adam's peak learning rate, after the warm-up, cosine-decayed to min_lr
+  warmup = 100,         -- steps of linear warm-up from lr / warmup to lr
+  lr_floor = 0.1,       -- the cosine ends at lr_floor * lr
+  beta2 = 0.99,         -- Adam's second-moment decay (betas = {0.9, beta2})
+  clip = 1.0,           -- clip_grad_norm: the gradients' global norm limit (0: no clipping)
   val_windows = 2000,   -- validation windows of `context` tokens (0: all)
   seed = 1,
   threads = 2,
@@ -57,7 +61,9 @@ print(("retort %s: fortunes, %d files, %d bytes (%d train, %d validation tokens)
 local function fit(name, net, loss, teacher, extra)
   local t0 = rt.clock()
   local cfg = { student = net, data = train, epochs = 1, batch = o.batch, seed = o.seed, quiet = o.quiet,
-                optimizer = rt.optim.adam{ lr = o.lr }, schedule = rt.schedule.cosine{ lr = o.lr },
+                optimizer = rt.optim.adam{ lr = o.lr, betas = { 0.9, o.beta2 } },
+                schedule = rt.schedule.cosine{ lr = o.lr, warmup = o.warmup, min_lr = o.lr_floor * o.lr },
+                clip_grad_norm = o.clip > 0 and o.clip or nil,
                 out = o.out .. "/" .. name, overwrite = true, name = name }
   for k, v in pairs(extra or {}) do cfg[k] = v end -- (c) and (d): other data, on_policy
   if teacher then

@@ -6,10 +6,12 @@
 local rt = ...
 local util = rt.util
 
--- run: { student, teacher, cache, bs, terms, plan, opt, lr_at, grad, tbuf }
--- (grad and tbuf: buffers reused across steps, kept in run).  Adds each
--- term's value times #x to sums[i]; returns the weighted total, the terms'
--- values by name and the learning rate used.
+-- run: { student, teacher, cache, bs, terms, plan, opt, lr_at, grad, tbuf,
+-- clip } (grad and tbuf: buffers reused across steps, kept in run; clip:
+-- the clip_grad_norm limit or nil).  Adds each term's value times #x to
+-- sums[i]; returns the weighted total, the terms' values by name, the
+-- learning rate used and, with clip, the gradients' global norm before
+-- clipping.
 local function train_step(run, x, y, idx, epoch, step, sums)
   local student, teacher, terms, plan = run.student, run.teacher, run.terms, run.plan
   local tz
@@ -71,8 +73,12 @@ local function train_step(run, x, y, idx, epoch, step, sums)
   end
   student:backward(grad, plan.active and rt.run_abi.taps(plan) or nil)
   local lr = run.lr_at(step)
+  -- clip_grad_norm: over the parameters the optimizer steps (the
+  -- student's and the losses' own); norm is the norm before clipping.
+  local norm
+  if run.clip then norm = rt.clip_grad_norm(student, run.clip, plan.extras) end
   run.opt:step(student, lr, plan.extras)
-  return total, values, lr
+  return total, values, lr, norm
 end
 
 rt.step = { train_step = train_step }

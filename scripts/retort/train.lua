@@ -17,7 +17,7 @@ local util = rt.util
 local DISTILL_KEYS = {
   teacher = 1, student = 1, data = 1, eval = 1, loss = 1, optimizer = 1, schedule = 1, epochs = 1, batch = 1,
   seed = 1, out = 1, resume = 1, quiet = 1, log_every = 1, cache_teacher = 1, name = 1, eval_teacher = 1,
-  on_epoch = 1, val = 1, patience = 1, overwrite = 1, augment = 1,
+  on_epoch = 1, val = 1, patience = 1, overwrite = 1, augment = 1, clip_grad_norm = 1,
   on_policy = 1,
 }
 
@@ -25,7 +25,8 @@ local DISTILL_KEYS = {
 --             epochs = 10, batch = 128, seed = 1, out, resume = false,
 --             overwrite = false, quiet = false, log_every = 50, cache_teacher = true,
 --             eval_teacher, patience, on_epoch = function(row),
---             augment = {shape = {C, H, W}, pad = 4, flip = true} }
+--             augment = {shape = {C, H, W}, pad = 4, flip = true},
+--             clip_grad_norm }
 -- Returns { history = {per-epoch rows}, test = last eval row, val = last
 --           val row, out = dir, epoch_seconds = mean training seconds per
 --           epoch, steps, best_epoch, stopped_at (epoch, or nil) }.
@@ -42,6 +43,11 @@ local DISTILL_KEYS = {
 -- same in every run and after a resume.  The inputs then change every
 -- epoch, so the teacher runs on each augmented batch; cache_teacher = true
 -- with augment is refused.
+-- clip_grad_norm = c: before each optimizer step, scale the gradients of
+-- every trained parameter (the student's and the losses' own) so that
+-- their global L2 norm is at most c (torch.nn.utils.clip_grad_norm_); the
+-- norm before clipping goes into each step row of metrics.jsonl
+-- (grad_norm) and c into the manifest.  Left out: no clipping.
 -- eval_teacher: the teacher to measure agreement against (defaults to
 -- teacher); lets a plain-CE baseline report its agreement too.
 -- at: where the loop is ({step, epoch}), for the error message.
@@ -81,6 +87,11 @@ local function distill(cfg, at)
       error("rt.distill: 'patience' stops on validation data: give 'val' (e.g. local rest, val = "
         .. "data:split{fraction = 0.1, seed = 1})", 2)
     end
+  end
+  local clip = cfg.clip_grad_norm
+  if clip ~= nil and (type(clip) ~= "number" or not (clip > 0 and clip < math.huge)) then
+    error(("rt.distill: 'clip_grad_norm' must be a finite number > 0 (the largest global gradient norm; leave it "
+      .. "out for no clipping), got %s"):format(tostring(clip)), 2)
   end
   -- what lines, metrics and the manifest call each held-out dataset
   local val_name, eval_name = rt.data.name(cfg.val, "val"), rt.data.name(cfg.eval, "eval")
@@ -153,6 +164,7 @@ local function distill(cfg, at)
                               steps_per_epoch = steps_per_epoch }
     manifest.epochs, manifest.batch = epochs, bs
     manifest.on_policy = policy and policy.record
+    manifest.clip_grad_norm = clip
     local mode = at_caller(folder.claim, folder, manifest, { resume = cfg.resume, overwrite = cfg.overwrite })
     local ck = out .. "/" .. rt.checkpoint.CHECKPOINT
     if mode == "resume" then
@@ -202,7 +214,7 @@ local function distill(cfg, at)
 
   -- what one step needs; grad and tbuf are its reused buffers
   local run = { student = student, teacher = teacher, cache = cache, bs = bs, terms = terms, plan = plan, opt = opt,
-                lr_at = lr_at, unlabelled = data:y() ~= nil and rt.label_range(data:y()) == -1 }
+                lr_at = lr_at, clip = clip, unlabelled = data:y() ~= nil and rt.label_range(data:y()) == -1 }
   local name = cfg.name or (teacher and "distill" or "fit")
   local train_seconds, epochs_run = 0, 0
   for epoch = start_epoch, epochs - 1 do
@@ -214,12 +226,12 @@ local function distill(cfg, at)
     for x, y, idx in data:batches(bs, { shuffle = true, seed = seed, epoch = epoch, augment = cfg.augment }) do
       at.step, at.epoch = step, epoch
       if policy then x, y = rt.on_policy.batch(policy, run, x, y, step) end
-      local total, values, lr = rt.step.train_step(run, x, y, idx, epoch, step, sums)
+      local total, values, lr, norm = rt.step.train_step(run, x, y, idx, epoch, step, sums)
       count = count + #x
       b = b + 1
       if metrics and log_every > 0 and step % log_every == 0 then
         metrics.write{ event = "step", epoch = epoch + 1, step = step, lr = lr, loss = total, terms = values,
-                       on_policy = run.policy_batch and run.policy_batch.count or nil }
+                       on_policy = run.policy_batch and run.policy_batch.count or nil, grad_norm = norm }
       end
       step = step + 1
       progress:update(b, rt.terms.progress_text(terms, values, total))
