@@ -77,7 +77,7 @@ end
 
 local big = { width = 128, heads = 4, layers = 3, context = o.context, seed = o.seed }
 local small = { width = 64, heads = 4, layers = 2, context = o.context, seed = o.seed }
-local rows = {}
+local rows, samples = {}, {}
 local function row(name, net, tps, teacher)
   local r = rt.evaluate(net, val, { teacher = teacher, quiet = true, batch = 256 })
   local text, g = rt.generate(net, "Q: ", { max_tokens = 60, seed = o.seed, temperature = 0.8 })
@@ -85,6 +85,7 @@ local function row(name, net, tps, teacher)
                       ("%.1f%%"):format(100 * r.accuracy), r.agreement and ("%.1f%%"):format(100 * r.agreement) or "-",
                       ("%.0f"):format(tps), ("%.0f"):format(g.tokens_per_s or 0) }
   print(("%s sample: %q"):format(name, "Q: " .. (text or "")))
+  samples[#samples + 1] = ("%s:\n\n    %s\n"):format(name, (("Q: " .. (text or "")):gsub("\n", "\n    ")))
 end
 
 local teacher_net = rt.student("gpt", big)
@@ -121,5 +122,10 @@ if want("onpolicy") then
     { { rt.loss("jsd", { beta = 0.5 }), 1, name = "jsd" } }, teacher,
     { on_policy = { lambda = 0.5, temperature = 0.9, prompt_tokens = 16, seed = o.seed } }), teacher)
 end
-print(rt.util.format_table({ "model", "params", "val bpb", "next-token acc", "agreement", "train tok/s", "gen tok/s" },
-  rows))
+local headers = { "model", "params", "val bpb", "next-token acc", "agreement", "train tok/s", "gen tok/s" }
+print(rt.util.format_table(headers, rows))
+-- OUT/results.md: the table and each model's sample (temperature 0.8).
+rt.write_atomic(o.out .. "/results.md", ("%d steps of %d windows of %d tokens, seed %d\n\n%s\n\nSamples:\n\n%s")
+  :format(o.steps, o.batch, o.context, o.seed, rt.util.format_table(headers, rows, true),
+          table.concat(samples, "\n")))
+print("results: " .. o.out .. "/results.md")
