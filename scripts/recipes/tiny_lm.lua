@@ -58,21 +58,25 @@ print(("retort %s: fortunes, %d files, %d bytes (%d train, %d validation tokens)
   .. " tokens"):format(rt.version, info.files, info.bytes, info.train_tokens, info.val_tokens, o.steps, o.batch,
   o.context))
 
+local eval_teacher -- the teacher, once trained: agreement in each student's eval.json
 local function fit(name, net, loss, teacher, extra)
   local t0 = rt.clock()
   local cfg = { student = net, data = train, epochs = 1, batch = o.batch, seed = o.seed, quiet = o.quiet,
                 optimizer = rt.optim.adam{ lr = o.lr, betas = { 0.9, o.beta2 } },
                 schedule = rt.schedule.cosine{ lr = o.lr, warmup = o.warmup, min_lr = o.lr_floor * o.lr },
                 clip_grad_norm = o.clip > 0 and o.clip or nil,
-                out = o.out .. "/" .. name, overwrite = true, name = name }
+                out = o.out .. "/" .. name, overwrite = true, name = name,
+                eval = val, eval_teacher = eval_teacher } -- eval.json: bpb, agreement, for the report
   for k, v in pairs(extra or {}) do cfg[k] = v end -- (c) and (d): other data, on_policy
+  local run
   if teacher then
     cfg.teacher, cfg.loss, cfg.cache_teacher = teacher, loss, false
-    rt.distill(cfg)
+    run = rt.distill(cfg)
   else
-    rt.fit(cfg)
+    run = rt.fit(cfg)
   end
-  return o.steps * o.batch * o.context / (rt.clock() - t0)
+  -- the epoch's training time, without the evaluation at its end
+  return o.steps * o.batch * o.context / (run.epoch_seconds or (rt.clock() - t0))
 end
 
 local big = { width = 128, heads = 4, layers = 3, context = o.context, seed = o.seed }
@@ -91,6 +95,7 @@ end
 local teacher_net = rt.student("gpt", big)
 local tps = fit("teacher", teacher_net)
 local teacher = rt.teacher(teacher_net)
+eval_teacher = teacher
 row("teacher", teacher_net, tps)
 if want("ce") then
   local alone = rt.student("gpt", small)

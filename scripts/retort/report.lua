@@ -644,6 +644,8 @@ local function results_table(s, colours)
     { "model", function(m) return ('<span class="dot" style="background:%s"></span>%s'):format(colours[m.name],
       tostring(m.name)) end, true },
     { eval_name(s) .. " acc", function(m) return pct(m.eval and m.eval.accuracy) end },
+    -- language models: bits per byte (ce / ln 2) on the eval tokens
+    { "bits/byte", function(m) return num(m.eval and m.eval.bpb, 3) end },
     { "top-5", function(m) return pct(m.eval and m.eval.top5) end },
     { "agreement", function(m) return pct(m.eval and m.eval.agreement) end },
     { "KL(t‖s)", function(m) return num(m.eval and m.eval.kl, 4) end },
