@@ -58,9 +58,11 @@ print(("retort %s: fortunes, %d files, %d bytes (%d train, %d validation tokens)
   .. " tokens"):format(rt.version, info.files, info.bytes, info.train_tokens, info.val_tokens, o.steps, o.batch,
   o.context))
 
+local run_dir = {} -- net -> its run folder's name under o.out
 local eval_teacher -- the teacher, once trained: agreement in each student's eval.json
 local function fit(name, net, loss, teacher, extra)
   local t0 = rt.clock()
+  run_dir[net] = name
   local cfg = { student = net, data = train, epochs = 1, batch = o.batch, seed = o.seed, quiet = o.quiet,
                 optimizer = rt.optim.adam{ lr = o.lr, betas = { 0.9, o.beta2 } },
                 schedule = rt.schedule.cosine{ lr = o.lr, warmup = o.warmup, min_lr = o.lr_floor * o.lr },
@@ -89,6 +91,9 @@ local function row(name, net, tps, teacher)
                       ("%.1f%%"):format(100 * r.accuracy), r.agreement and ("%.1f%%"):format(100 * r.agreement) or "-",
                       ("%.0f"):format(tps), ("%.0f"):format(g.tokens_per_s or 0) }
   print(("%s sample: %q"):format(name, "Q: " .. (text or "")))
+  -- the sample beside the model's run folder, for `retort report`
+  rt.write_atomic(o.out .. "/" .. run_dir[net] .. "/samples.json", rt.json_encode{ { prompt = "Q: ",
+    text = "Q: " .. (text or ""), settings = ("temperature 0.8, seed %d, 60 tokens"):format(o.seed) } })
   samples[#samples + 1] = ("%s:\n\n    %s\n"):format(name, (("Q: " .. (text or "")):gsub("\n", "\n    ")))
 end
 

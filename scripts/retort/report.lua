@@ -53,6 +53,10 @@ local function load_run(dir)
     elseif row.event == "epoch" then r.epochs[#r.epochs + 1] = row end
   end
   r.eval = read_json(dir .. "/eval.json")
+  -- samples.json (language models): { {prompt =, text =, settings =}, ... }
+  -- as a recipe wrote them; shown as text, escaped like every value
+  local samples = read_json(dir .. "/samples.json")
+  if type(samples) == "table" then r.samples = samples end
   return r
 end
 
@@ -771,6 +775,7 @@ main{max-width:1180px;margin:0 auto;padding:28px 24px 60px}
 h1{font-size:26px;margin:0 0 4px;letter-spacing:-.01em}
 h2{font-size:18px;margin:34px 0 12px;padding-bottom:6px;border-bottom:1px solid var(--line)}
 .sub{color:var(--muted);margin:0 0 18px}
+.sample pre{white-space:pre-wrap;background:var(--panel);padding:8px;margin:0 0 14px;font-size:13px}
 .cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(220px,1fr));gap:12px;margin:18px 0}
 .card{background:var(--panel);border:1px solid var(--line);border-radius:10px;padding:12px 14px}
 .card .k{color:var(--muted);font-size:12px;text-transform:uppercase;letter-spacing:.04em}
@@ -900,6 +905,21 @@ function M.html(s)
   section(("Confusion matrices (%s)"):format(eval_name(s)), confusion_charts(s, colours),
     #s.models >= 3 and "grid3" or "grid")
   section("Per class", per_class_chart(s, colours), "one")
+  -- generated text of language models (samples.json), already escaped
+  local texts = {}
+  for _, m in ipairs(s.models) do
+    for _, x in ipairs(m.rundata and m.rundata.samples or {}) do
+      if type(x) == "table" and type(x.text) == "string" then
+        texts[#texts + 1] = ('<div class="sample"><p class="sub"><span class="dot" style="background:%s"></span>%s%s</p>'
+          .. "<pre>%s</pre></div>"):format(colours[m.name], tostring(m.name),
+          type(x.settings) == "string" and (" · " .. x.settings) or "", x.text)
+      end
+    end
+  end
+  if #texts > 0 then
+    add("<h2>Generated samples</h2>")
+    add(table.concat(texts))
+  end
   local sc = speed_size_charts(s, colours)
   for _, c in ipairs(calibration_chart(s, colours)) do sc[#sc + 1] = c end
   section("Speed, size and calibration", sc)

@@ -130,5 +130,21 @@ T.test("info escapes control characters in tensor names and metadata", function(
     "provenance escaped")
 end)
 
+T.test("report: a run's samples.json is shown as generated text, escaped", function()
+  local run = dir .. "/c_kd"
+  local page = dir .. "/samples.html"
+  local out0 = run_cmd(("%s report %s --out %s"):format(retort, q(run), q(page)))
+  T.check(not (rt.util.read_file(page) or ""):find("Generated samples", 1, true), "no samples.json: no section: " .. out0)
+  rt.write_atomic(run .. "/samples.json", rt.json_encode{ { prompt = "Q: ", text = "Q: <script>alert(1)</script>\nA & B",
+    settings = "temperature 0.8" } })
+  local out, ok = run_cmd(("%s report %s --out %s"):format(retort, q(run), q(page)))
+  local html = rt.util.read_file(page) or ""
+  T.check(ok, "report: " .. out)
+  T.check(html:find("<h2>Generated samples</h2>", 1, true), "a samples section")
+  T.check(html:find("<pre>Q: &lt;script&gt;alert(1)&lt;/script&gt;\nA &amp; B</pre>", 1, true), "the text, escaped")
+  T.check(not html:find("<script>alert", 1, true), "no markup from the file")
+  T.check(html:find("temperature 0.8", 1, true), "the sampling settings")
+end)
+
 os.execute("rm -rf " .. q(dir))
 T.done("test_report_runs.lua")
