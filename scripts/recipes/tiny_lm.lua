@@ -89,6 +89,7 @@ local function row(name, net, tps, teacher)
   local text, g = rt.generate(net, "Q: ", { max_tokens = 60, seed = o.seed, temperature = 0.8 })
   rows[#rows + 1] = { name, ("%d"):format(net:param_count()), ("%.3f"):format(r.bpb),
                       ("%.1f%%"):format(100 * r.accuracy), r.agreement and ("%.1f%%"):format(100 * r.agreement) or "-",
+                      r.kl and ("%.4f"):format(r.kl) or "-",
                       ("%.0f"):format(tps), ("%.0f"):format(g.tokens_per_s or 0) }
   print(("%s sample: %q"):format(name, "Q: " .. (text or "")))
   -- the sample beside the model's run folder, for `retort report`
@@ -132,7 +133,8 @@ if want("onpolicy") then
     { { rt.loss("jsd", { beta = 0.5 }), 1, name = "jsd" } }, teacher,
     { on_policy = { lambda = 0.5, temperature = 0.9, prompt_tokens = 16, seed = o.seed } }), teacher)
 end
-local headers = { "model", "params", "val bpb", "next-token acc", "agreement", "train tok/s", "gen tok/s" }
+local headers = { "model", "params", "val bpb", "next-token acc", "agreement", "KL(t||s)", "train tok/s",
+                  "gen tok/s" }
 print(rt.util.format_table(headers, rows))
 -- OUT/results.md: the table and each model's sample (temperature 0.8).
 rt.write_atomic(o.out .. "/results.md", ("%d steps of %d windows of %d tokens, seed %d\n\n%s\n\nSamples:\n\n%s")
