@@ -31,6 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench.h"
 #include "retort.h"
 
 #define INPUT 784
@@ -48,25 +49,6 @@ static void die(const char *what)
 {
     fprintf(stderr, "bench_cnn: %s: %s\n", what, rt_ctx_message(ctx));
     exit(1);
-}
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
 typedef struct trainer {
@@ -109,10 +91,10 @@ static void trainer_free(trainer *t)
 /* One step on x [N, 784], y [N], in a recipe's order. */
 static void train_step(trainer *t, const rt_tensor *x, const rt_tensor *y, pieces *p)
 {
-    double t0 = now();
+    double t0 = bench_now();
     rt_tensor *out;
     if (rt_student_forward(t->net, ctx, x, 1, &out)) die("forward");
-    double t1 = now();
+    double t1 = bench_now();
     int64_t gs[2] = {out->shape[0], out->shape[1]};
     if (rt_tensor_ensure(ctx, &t->grad, RT_DTYPE_F32, 2, gs)) die("loss gradient");
     memset(t->grad->data, 0, sizeof(float) * (size_t)rt_numel(t->grad));
@@ -120,13 +102,13 @@ static void train_step(trainer *t, const rt_tensor *x, const rt_tensor *y, piece
     double loss;
     if (rt_loss_forward(t->loss, ctx, &in, &loss)) die("loss forward");
     if (rt_loss_backward(t->loss, ctx, &in, 1.0f, t->grad)) die("loss backward");
-    double t2 = now();
+    double t2 = bench_now();
     if (rt_student_backward(t->net, ctx, t->grad, NULL, 0, NULL)) die("backward");
-    double t3 = now();
+    double t3 = bench_now();
     if (rt_optim_step(t->opt, ctx, t->params, t->nparams, 1e-3f)) die("adam step");
-    double t4 = now();
+    double t4 = bench_now();
     rt_student_zero_grad(t->net);
-    double t5 = now();
+    double t5 = bench_now();
     *p = (pieces){t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t5 - t0};
 }
 
@@ -140,8 +122,8 @@ static pieces measure_steps(trainer *t, const rt_tensor *x, const rt_tensor *y)
         v[0][i] = p.fwd, v[1][i] = p.loss, v[2][i] = p.bwd, v[3][i] = p.opt, v[4][i] = p.zero;
         v[5][i] = p.total;
     }
-    return (pieces){median(v[0], steps_n), median(v[1], steps_n), median(v[2], steps_n),
-                    median(v[3], steps_n), median(v[4], steps_n), median(v[5], steps_n)};
+    return (pieces){bench_median(v[0], steps_n), bench_median(v[1], steps_n), bench_median(v[2], steps_n),
+                    bench_median(v[3], steps_n), bench_median(v[4], steps_n), bench_median(v[5], steps_n)};
 }
 
 /* One shuffled epoch over the first n samples, the gather included;
@@ -158,7 +140,7 @@ static double run_epoch(trainer *t, rt_dataset *d, int64_t n)
     rt_rng r;
     rt_rng_seed(&r, 1, 1);
     pieces p;
-    double t0 = now();
+    double t0 = bench_now();
     rt_rng_permutation(&r, perm, size);
     for (int64_t start = 0; start < n; start += BATCH) {
         int64_t b = n - start < BATCH ? n - start : BATCH;
@@ -166,7 +148,7 @@ static double run_epoch(trainer *t, rt_dataset *d, int64_t n)
         if (rt_dataset_gather(d, ctx, perm + start, b, x, y)) die("gather");
         train_step(t, x, y, &p);
     }
-    double sps = (double)n / (now() - t0);
+    double sps = (double)n / (bench_now() - t0);
     rt_tensor_release(xb);
     rt_tensor_release(yb);
     rt_tensor_release(xl);
@@ -221,7 +203,7 @@ int main(int argc, char **argv)
            "samples/s");
     int saved = rt_get_threads();
     const int threads[] = {1, 2};
-    double sps[2] = {0, 0}, t_start = now();
+    double sps[2] = {0, 0}, t_start = bench_now();
     for (int ti = 0; ti < 2; ti++) {
         rt_set_threads(threads[ti]);
         trainer t;
@@ -234,7 +216,7 @@ int main(int argc, char **argv)
     }
     rt_set_threads(saved);
     printf("bench_cnn: CNN teacher training, batch %d, 2 threads: %.0f samples/s (1 thread: %.0f); %.1f s\n", BATCH,
-           sps[1], sps[0], now() - t_start);
+           sps[1], sps[0], bench_now() - t_start);
 
     rt_tensor_release(x);
     rt_tensor_release(y);

@@ -38,6 +38,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench.h"
 #include "parallel.h"
 #include "rt_conv.h"
 
@@ -62,25 +63,6 @@ static void fill(float *p, size_t n, uint64_t seed)
         seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
         p[i] = (float)((double)(seed >> 11) * 0x1p-53 * 2 - 1);
     }
-}
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
 typedef struct layer {
@@ -233,36 +215,36 @@ static times measure(layer *L)
     int64_t C = g->C_out, HW = g->H_out * g->W_out;
     for (int r = -warmup; r < reps; r++) {
         double t[9];
-        t[0] = now();
+        t[0] = bench_now();
         rt_conv2d_forward(g, L->x, L->w, L->b, L->y, L->ws);
-        t[1] = now();
+        t[1] = bench_now();
         gemms_forward(L);
-        t[2] = now();
+        t[2] = bench_now();
         rt_conv2d_backward(g, L->x, L->w, L->dy, L->need_dx ? L->dx : NULL, L->dw, L->db, L->ws);
-        t[3] = now();
+        t[3] = bench_now();
         gemms_backward(L);
-        t[4] = now();
+        t[4] = bench_now();
         if (rt_batchnorm_train_forward(NULL, L->y, g->N, C, HW, L->gamma, L->beta, 1e-5f, 0.1f,
                                        L->rm, L->rv, NULL, L->bn_y, L->sm, L->si)) {
             fprintf(stderr, "bench_conv: batch norm refused its input\n");
             exit(1);
         }
-        t[5] = now();
+        t[5] = bench_now();
         rt_batchnorm_train_backward(L->y, L->dy, g->N, C, HW, L->gamma, L->sm, L->si, L->bn_dx,
                                     L->dgamma, L->dbeta);
-        t[6] = now();
+        t[6] = bench_now();
         rt_maxpool2d_forward(&L->pg, L->bn_y, L->pool_y, L->argmax);
-        t[7] = now();
+        t[7] = bench_now();
         rt_maxpool2d_backward(&L->pg, L->pool_dy, L->argmax, L->bn_dy);
-        t[8] = now();
+        t[8] = bench_now();
         if (r >= 0)
             for (int k = 0; k < 8; k++) v[k][r] = t[k + 1] - t[k];
     }
     times m;
-    m.fwd = median(v[0], reps), m.gf = median(v[1], reps);
-    m.bwd = median(v[2], reps), m.gb = median(v[3], reps);
-    m.bnf = median(v[4], reps), m.bnb = median(v[5], reps);
-    m.pf = median(v[6], reps), m.pb = median(v[7], reps);
+    m.fwd = bench_median(v[0], reps), m.gf = bench_median(v[1], reps);
+    m.bwd = bench_median(v[2], reps), m.gb = bench_median(v[3], reps);
+    m.bnf = bench_median(v[4], reps), m.bnb = bench_median(v[5], reps);
+    m.pf = bench_median(v[6], reps), m.pb = bench_median(v[7], reps);
     return m;
 }
 
@@ -297,7 +279,7 @@ int main(int argc, char **argv)
     const int threads[] = {1, 2};
     ratio_row rows[8];
     int nrows = 0;
-    double t0 = now();
+    double t0 = bench_now();
     for (int ti = 0; ti < 2; ti++) {
         rt_set_threads(threads[ti]);
         printf("  %d BLAS thread%s\n", threads[ti], threads[ti] > 1 ? "s" : "");
@@ -323,6 +305,6 @@ int main(int argc, char **argv)
     }
     printf("bench_conv: worst ratio %.2f (%s %s, %d thread%s), %s issue 10's target of 1.5; %.1f s\n",
            rows[worst].ratio, rows[worst].layer, rows[worst].pass, rows[worst].threads,
-           rows[worst].threads > 1 ? "s" : "", rows[worst].ratio <= 1.5 ? "within" : "ABOVE", now() - t0);
+           rows[worst].threads > 1 ? "s" : "", rows[worst].ratio <= 1.5 ? "within" : "ABOVE", bench_now() - t0);
     return 0;
 }

@@ -48,6 +48,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench.h"
 #include "retort.h"
 #include "rt_generate.h"
 
@@ -65,25 +66,6 @@ static void die(const char *what)
 {
     fprintf(stderr, "bench_gpt: %s: %s\n", what, rt_ctx_message(ctx));
     exit(1);
-}
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
 typedef struct model_cfg {
@@ -131,10 +113,10 @@ static void trainer_free(trainer *t)
 /* One step on x [N, T] ids, y [N, T] next ids, in a recipe's order. */
 static void train_step(trainer *t, const rt_tensor *x, const rt_tensor *y, pieces *p)
 {
-    double t0 = now();
+    double t0 = bench_now();
     rt_tensor *out;
     if (rt_student_forward(t->net, ctx, x, 1, &out)) die("forward");
-    double t1 = now();
+    double t1 = bench_now();
     int64_t gs[3] = {out->shape[0], out->shape[1], out->shape[2]};
     if (rt_tensor_ensure(ctx, &t->grad, RT_DTYPE_F32, 3, gs)) die("loss gradient");
     memset(t->grad->data, 0, sizeof(float) * (size_t)rt_numel(t->grad));
@@ -142,13 +124,13 @@ static void train_step(trainer *t, const rt_tensor *x, const rt_tensor *y, piece
     double loss;
     if (rt_loss_forward(t->loss, ctx, &in, &loss)) die("loss forward");
     if (rt_loss_backward(t->loss, ctx, &in, 1.0f, t->grad)) die("loss backward");
-    double t2 = now();
+    double t2 = bench_now();
     if (rt_student_backward(t->net, ctx, t->grad, NULL, 0, NULL)) die("backward");
-    double t3 = now();
+    double t3 = bench_now();
     if (rt_optim_step(t->opt, ctx, t->params, t->nparams, 1e-3f)) die("adam step");
-    double t4 = now();
+    double t4 = bench_now();
     rt_student_zero_grad(t->net);
-    double t5 = now();
+    double t5 = bench_now();
     *p = (pieces){t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t5 - t0};
 }
 
@@ -259,16 +241,16 @@ static void measure(trainer *t, gemm_bufs *b, const rt_tensor *x, const rt_tenso
     pieces p;
     for (int i = -warmup_n; i < steps_n; i++) {
         train_step(t, x, y, &p);
-        double t0 = now();
+        double t0 = bench_now();
         step_gemms(b);
-        double t1 = now();
+        double t1 = bench_now();
         if (i < 0) continue;
         v[0][i] = p.fwd, v[1][i] = p.loss, v[2][i] = p.bwd, v[3][i] = p.opt, v[4][i] = p.zero;
         v[5][i] = p.total, g[i] = t1 - t0;
     }
-    *med = (pieces){median(v[0], steps_n), median(v[1], steps_n), median(v[2], steps_n),
-                    median(v[3], steps_n), median(v[4], steps_n), median(v[5], steps_n)};
-    *gemm = median(g, steps_n);
+    *med = (pieces){bench_median(v[0], steps_n), bench_median(v[1], steps_n), bench_median(v[2], steps_n),
+                    bench_median(v[3], steps_n), bench_median(v[4], steps_n), bench_median(v[5], steps_n)};
+    *gemm = bench_median(g, steps_n);
 }
 
 /* Fastest of 3 greedy generations of 63 tokens; tokens/s; out the tokens. */
@@ -279,9 +261,9 @@ static double gen_rate(rt_instance *s, int no_cache, int32_t *out, int *cached)
     double best = 1e30;
     for (int r = 0; r < 3; r++) {
         rt_gen_stats st;
-        double t0 = now();
+        double t0 = bench_now();
         if (rt_generate(s, ctx, prompt, 1, &o, out, &st)) die("generate");
-        double dt = now() - t0;
+        double dt = bench_now() - t0;
         best = dt < best ? dt : best;
         *cached = st.cached;
     }
@@ -334,7 +316,7 @@ int main(int argc, char **argv)
            "bwd", "adam", "zero", "GEMMs ms", "share", "tokens/s");
     const model_cfg models[2] = {{"teacher", 3, 4, 128}, {"student", 2, 4, 64}};
     const int threads[] = {1, 2};
-    double tps[2][2] = {{0}}, share[2][2] = {{0}}, t_start = now();
+    double tps[2][2] = {{0}}, share[2][2] = {{0}}, t_start = bench_now();
     int saved = rt_get_threads();
     for (int mi = 0; mi < 2; mi++) {
         gemm_bufs b;
@@ -374,7 +356,7 @@ int main(int argc, char **argv)
            "student %.0f / %.0f (GEMMs %.0f%% / %.0f%%); teacher generation %.0f tokens/s cached, %.0f uncached; "
            "%.1f s\n",
            tps[0][0], tps[0][1], 100 * share[0][0], 100 * share[0][1], tps[1][0], tps[1][1], 100 * share[1][0],
-           100 * share[1][1], g_cached, g_full, now() - t_start);
+           100 * share[1][1], g_cached, g_full, bench_now() - t_start);
 
     rt_tensor_release(x);
     rt_tensor_release(y);

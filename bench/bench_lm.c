@@ -27,6 +27,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench.h"
 #include "../tests/c/lm_block.h"
 
 static uint64_t lcg = 0x2545F4914F6CDD1DULL;
@@ -34,25 +35,6 @@ static double frand(double lo, double hi)
 {
     lcg = lcg * 6364136223846793005ULL + 1442695040888963407ULL;
     return lo + (hi - lo) * (double)(lcg >> 11) * 0x1p-53;
-}
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_d(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_d);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
 /* The rt_gemm calls of lmb_forward + lmb_backward, in their order, on the
@@ -113,20 +95,20 @@ static void bench_block(void)
     enum { RUNS = 20, WARM = 3 };
     double tb[RUNS], tg[RUNS];
     for (int i = 0; i < WARM + RUNS; i++) {
-        double t0 = now();
+        double t0 = bench_now();
         lmb_forward(p, N, T, D, H, x, y, &s);
         lmb_backward(p, g, N, T, D, H, x, &s, dy, dx, work);
-        double t1 = now();
+        double t1 = bench_now();
         /* The gemms scribble over the saved activations: run them on copies
          * the next forward rewrites anyway. */
         block_gemms(p, g, N, T, D, H, &s, dy, y, work);
-        double t2 = now();
+        double t2 = bench_now();
         if (i >= WARM) {
             tb[i - WARM] = t1 - t0;
             tg[i - WARM] = t2 - t1;
         }
     }
-    double mb = median(tb, RUNS), mg = median(tg, RUNS);
+    double mb = bench_median(tb, RUNS), mg = bench_median(tg, RUNS);
     double flops = 2.0 * 3 * (double)M * D * (3 * D + D + 4 * D + 4 * D) + 2.0 * 3 * N * H * T * T * (D / H) * 2;
     printf("block fwd+bwd N=%lld T=%lld D=%lld H=%lld: %.2f ms, its GEMMs %.2f ms, ratio %.2f (%.1f GFLOP/s)\n",
            (long long)N, (long long)T, (long long)D, (long long)H, 1e3 * mb, 1e3 * mg, mb / mg, flops / mb * 1e-9);
@@ -156,20 +138,20 @@ static int bench_generation(rt_ctx *ctx)
         /* Cached: one step per token. */
         lm_cache c;
         lm_cache_new(&c, &m, 1);
-        double t0 = now();
+        double t0 = bench_now();
         for (int64_t t = 0; t < steps; t++) {
             if (lm_step(ctx, &m, &c, a + t, t, logits)) return 1;
             if (t + 1 < steps) a[t + 1] = argmax_row(logits, V);
         }
-        tc = fmin(tc, now() - t0);
+        tc = fmin(tc, bench_now() - t0);
         lm_cache_free(&c);
         /* Uncached: the whole prefix again per token. */
-        t0 = now();
+        t0 = bench_now();
         for (int64_t t = 0; t < steps; t++) {
             if (lm_forward(ctx, &m, b, 1, t + 1, logits)) return 1;
             if (t + 1 < steps) b[t + 1] = argmax_row(logits + t * V, V);
         }
-        tu = fmin(tu, now() - t0);
+        tu = fmin(tu, bench_now() - t0);
     }
     int same = !memcmp(a, b, sizeof a);
     printf("generation %lld tokens, %lld layers, D=%lld, V=%lld, batch 1: cached %.0f tokens/s, "

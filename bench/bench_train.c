@@ -38,6 +38,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench.h"
 #include "retort.h"
 
 #define MAX_LAYERS 8
@@ -71,28 +72,6 @@ static void *xalloc(size_t bytes)
         exit(1);
     }
     return p;
-}
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-/* Median of v[0..n), n <= MAX_SAMPLES; v is left as it was. */
-static double median(const double *v, int n)
-{
-    double s[MAX_SAMPLES];
-    memcpy(s, v, sizeof(double) * (size_t)n);
-    qsort(s, (size_t)n, sizeof *s, cmp_double);
-    return n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
 }
 
 /* ------------------------------------------------------------ the models */
@@ -157,23 +136,23 @@ static void trainer_free(trainer *t)
 /* One step on x [N, 784], y [N]: the loop a recipe runs, in its order. */
 static void train_step(trainer *t, const rt_tensor *x, const rt_tensor *y, pieces *p)
 {
-    double t0 = now();
+    double t0 = bench_now();
     rt_tensor *out;
     if (rt_student_forward(t->net, ctx, x, 1, &out)) die("forward");
-    double t1 = now();
+    double t1 = bench_now();
     int64_t gs[2] = {out->shape[0], out->shape[1]};
     if (rt_tensor_ensure(ctx, &t->grad, RT_DTYPE_F32, 2, gs)) die("loss gradient");
     memset(t->grad->data, 0, sizeof(float) * (size_t)rt_numel(t->grad));
     rt_loss_in in = {.student = out, .target = y};
     if (rt_loss_forward(t->loss, ctx, &in, &t->last_loss)) die("loss forward");
     if (rt_loss_backward(t->loss, ctx, &in, 1.0f, t->grad)) die("loss backward");
-    double t2 = now();
+    double t2 = bench_now();
     if (rt_student_backward(t->net, ctx, t->grad, NULL, 0, NULL)) die("backward");
-    double t3 = now();
+    double t3 = bench_now();
     if (rt_optim_step(t->opt, ctx, t->params, t->nparams, 1e-3f)) die("adam step");
-    double t4 = now();
+    double t4 = bench_now();
     rt_student_zero_grad(t->net);
-    double t5 = now();
+    double t5 = bench_now();
     *p = (pieces){.fwd = t1 - t0, .loss = t2 - t1, .bwd = t3 - t2, .opt = t4 - t3, .zero = t5 - t4, .total = t5 - t0};
 }
 
@@ -238,9 +217,9 @@ static double gemms_run(gemms *g, double *dt)
     int64_t N = g->N;
 #define TIMED(lbl, layer, M_, N_, K_, call)                                                              \
     do {                                                                                           \
-        t0 = now();                                                                                \
+        t0 = bench_now();                                                                                \
         call;                                                                                      \
-        dt[k] = now() - t0;                                                                        \
+        dt[k] = bench_now() - t0;                                                                        \
         sum += dt[k];                                                                              \
         snprintf(g->label[k], sizeof g->label[k], "%s l%d M,N,K=%lld,%lld,%lld", lbl, layer,            \
                  (long long)(M_), (long long)(N_), (long long)(K_));                               \
@@ -303,16 +282,16 @@ static void measure(trainer *t, const model *m, const rt_tensor *x, const rt_ten
         sums[i] = gemms_run(&g, dt);
         for (int c = 0; c < g.ncalls; c++) calls[c][i] = dt[c];
     }
-    *step = (pieces){.fwd = median(v[0], steps_n), .loss = median(v[1], steps_n), .bwd = median(v[2], steps_n),
-                     .opt = median(v[3], steps_n), .zero = median(v[4], steps_n), .total = median(v[5], steps_n),
+    *step = (pieces){.fwd = bench_median(v[0], steps_n), .loss = bench_median(v[1], steps_n), .bwd = bench_median(v[2], steps_n),
+                     .opt = bench_median(v[3], steps_n), .zero = bench_median(v[4], steps_n), .total = bench_median(v[5], steps_n),
                      .best = v[5][0]};
-    gemm_result r = {.total = median(sums, steps_n), .best = sums[0]};
+    gemm_result r = {.total = bench_median(sums, steps_n), .best = sums[0]};
     for (int i = 1; i < steps_n; i++) {
         if (v[5][i] < step->best) step->best = v[5][i];
         if (sums[i] < r.best) r.best = sums[i];
     }
     for (int c = 0; c < g.ncalls; c++) {
-        r.call[c] = median(calls[c], steps_n);
+        r.call[c] = bench_median(calls[c], steps_n);
         r.flops += g.flops[c];
         /* gemms_run makes the nl forward calls first */
         if (c < g.nl) r.fwd += r.call[c];
@@ -342,7 +321,7 @@ static double run_epoch(trainer *t, rt_dataset *d, int64_t batch, int64_t n)
     rt_rng r;
     rt_rng_seed(&r, 1, 1);
     pieces p;
-    double t0 = now();
+    double t0 = bench_now();
     rt_rng_permutation(&r, perm, rt_dataset_size(d));
     for (int64_t start = 0; start < n; start += batch) {
         int64_t b = n - start < batch ? n - start : batch;
@@ -350,7 +329,7 @@ static double run_epoch(trainer *t, rt_dataset *d, int64_t batch, int64_t n)
         if (rt_dataset_gather(d, ctx, perm + start, b, x, y)) die("gather");
         train_step(t, x, y, &p);
     }
-    double sps = (double)n / (now() - t0);
+    double sps = (double)n / (bench_now() - t0);
     rt_tensor_release(xb);
     rt_tensor_release(yb);
     rt_tensor_release(xl);
@@ -368,12 +347,12 @@ static double measure_infer(rt_instance *net, rt_tensor *x_all, int64_t batch)
     for (int i = -2; i < infer_n; i++) {
         rt_tensor *x = rt_tensor_narrow(ctx, x_all, 0, ((i + 2) % nb) * batch, batch), *out;
         if (!x) die("inference batch");
-        double t0 = now();
+        double t0 = bench_now();
         if (rt_student_forward(net, ctx, x, 0, &out)) die("inference forward");
-        if (i >= 0) v[i] = now() - t0;
+        if (i >= 0) v[i] = bench_now() - t0;
         rt_tensor_release(x);
     }
-    return (double)batch / median(v, infer_n);
+    return (double)batch / bench_median(v, infer_n);
 }
 
 /* ------------------------------------------------------------------ main */
@@ -436,7 +415,7 @@ int main(int argc, char **argv)
     const int64_t batches[] = {128, 256};
     row rows[8];
     int nrows = 0;
-    double t_start = now();
+    double t_start = bench_now();
     for (int ti = 0; ti < 2; ti++) {
         rt_set_threads(threads[ti]);
         for (int mi = 0; mi < 2; mi++) {
@@ -500,7 +479,7 @@ int main(int argc, char **argv)
                 printf("2 vs 1 thread %-7s batch %3lld: step %.2fx faster, GEMMs %.2fx\n", rows[i].model,
                        (long long)rows[i].batch, rows[i].step.total / rows[j].step.total,
                        rows[i].gemm.total / rows[j].gemm.total);
-    printf("total %.1f s\n", now() - t_start);
+    printf("total %.1f s\n", bench_now() - t_start);
 
     rt_dataset_free(data);
     rt_tensor_release(x_all);
